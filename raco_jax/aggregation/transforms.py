@@ -266,7 +266,9 @@ def cagrad(
     return _gram_aggregator("cagrad", k, coefficients_fn)
 
 
-def weighted_sum(weights: Weights) -> optax.GradientTransformationExtraArgs:
+def weighted_sum(
+    weights: Weights, diagnostics: bool = True
+) -> optax.GradientTransformationExtraArgs:
     r"""Linear scalarisation :math:`d = \sum_k w_k g_k` (the DPO-LW baseline).
 
     Equal to the gradient of the weighted loss :math:`\sum_k w_k L_k`. The Gram matrix is still
@@ -274,6 +276,9 @@ def weighted_sum(weights: Weights) -> optax.GradientTransformationExtraArgs:
 
     Args:
       weights: ``[K]`` weights on the simplex (injectable).
+      diagnostics: compute the Gram matrix for the state's diagnostics (conflict count,
+        ``gram``). With False the update is a single pass over the stacked gradients and the
+        state keeps zeros (the cheapest possible baseline).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` over stacked updates (state
@@ -293,7 +298,21 @@ def weighted_sum(weights: Weights) -> optax.GradientTransformationExtraArgs:
     def coefficients_fn(gram: jax.Array, _: int) -> tuple[jax.Array, AggregationDiagnostics]:
         return weighted_sum_coefficients(gram, weights)
 
-    return _gram_aggregator("weighted_sum", k, coefficients_fn)
+    if diagnostics:
+        return _gram_aggregator("weighted_sum", k, coefficients_fn)
+
+    def init_fn(params: Any) -> AggregatorState:
+        del params
+        return AggregatorState(*_empty_diagnostics(k))
+
+    def update_fn(
+        updates: Any, state: AggregatorState, params: Any = None, **extra_args: Any
+    ) -> tuple[Any, AggregatorState]:
+        del params, extra_args
+        _check_k(updates, k, "weighted_sum")
+        return combine(updates, weights), state._replace(coefficients=weights)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def mgda(num_objectives: int | None = None) -> optax.GradientTransformationExtraArgs:

@@ -17,6 +17,7 @@ AGGREGATORS = {
     "cagrad": lambda: raco_jax.cagrad(c=0.4, weights=W),
     "cagrad_uniform_rescaled": lambda: raco_jax.cagrad(c=0.5, rescale="1+c", num_objectives=2),
     "weighted_sum": lambda: raco_jax.weighted_sum(W),
+    "weighted_sum_single_pass": lambda: raco_jax.weighted_sum(W, diagnostics=False),
     "mgda": lambda: raco_jax.mgda(num_objectives=2),
     "pcgrad": lambda: raco_jax.pcgrad(seed=1, num_objectives=2),
 }
@@ -305,3 +306,14 @@ def test_mgda_without_num_objectives_records_scalar_diagnostics() -> None:
     updates, state = jax.jit(tx.update)(_stacked(), state)
     assert state.coefficients.shape == (0,) and state.num_conflicts.shape == ()
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(_params())
+
+
+def test_weighted_sum_single_pass_gives_the_same_update() -> None:
+    full, lean = raco_jax.weighted_sum(W), raco_jax.weighted_sum(W, diagnostics=False)
+    a, state_full = full.update(_stacked(), full.init(None))
+    b, state_lean = lean.update(_stacked(), lean.init(None))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    np.testing.assert_allclose(state_lean.coefficients, W)
+    assert (
+        float(jnp.abs(state_lean.gram).sum()) == 0.0 and float(jnp.abs(state_full.gram).sum()) > 0
+    )
