@@ -317,3 +317,17 @@ def test_weighted_sum_single_pass_gives_the_same_update() -> None:
     assert (
         float(jnp.abs(state_lean.gram).sum()) == 0.0 and float(jnp.abs(state_full.gram).sum()) > 0
     )
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATORS))
+def test_state_types_stable_under_lax_cond(name: str) -> None:
+    tx = AGGREGATORS[name]()
+    state = tx.init(_params())
+
+    @jax.jit
+    def maybe_update(flag, stacked, state):
+        return jax.lax.cond(flag, lambda s: tx.update(stacked, s)[1], lambda s: s, state)
+
+    new_state = maybe_update(True, _stacked(), state)
+    kept = maybe_update(False, _stacked(), state)
+    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(kept)
