@@ -1,0 +1,469 @@
+"""The alignment run's configuration: one dataclass, YAML/TOML files, command-line overrides.
+
+Every field of :class:`AlignConfig` can come from a config file (YAML or TOML, flat or with the
+same names) and be overridden by a flag spelled like the field with dashes
+(``learning_rate`` -> ``--learning-rate``). :func:`validate_config` checks everything that can be
+checked before any model is loaded or compiled: unknown method, weights of the wrong length or
+not on the simplex, a mesh that does not divide the devices, and (given the schema's objectives)
+objectives the dataset cannot label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "AlignConfig",
+    "add_config_flags",
+    "config_from_args",
+    "config_from_mapping",
+    "load_config_file",
+    "resolve_mesh_shape",
+    "validate_config",
+]
+
+METHODS = ("raco", "cagrad", "dpo-lw", "mgda", "pcgrad", "amopo", "modpo")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
+SCHEDULES = ("cosine", "linear", "constant")
+DTYPES = ("float32", "bfloat16")
+REFERENCES = ("precomputed", "online", "lora_base")
+AGGREGATE_AT = ("batch", "micro_batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+    """Everything an alignment run needs (see ``raco-jax align --help`` for the flags).
+
+    Example:
+        >>> from raco_jax.train.config import AlignConfig
+        >>> cfg = AlignConfig(model="Qwen/Qwen3-0.6B", dataset="PKU-Alignment/PKU-SafeRLHF",
+        ...                   schema="pku_saferlhf", objectives=("helpful", "harmless"),
+        ...                   weights=(0.7, 0.3))
+        >>> cfg.method, cfg.c, cfg.beta
+        ('raco', 0.4, 0.1)
+    """
+
+    # what to align, on what
+    model: str = ""
+    tokenizer: str | None = None
+    dataset: str = ""
+    schema: str = "generic"
+    train_split: str = "train"
+    eval_split: str | None = None
+    eval_fraction: float = 0.0
+    objectives: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    # the method
+    method: str = "raco"
+    c: float = 0.4
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    aggregate_at: str = "batch"
+    reference: str = "precomputed"
+    # optimisation
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    batch_size: int = 64
+    micro_batches: int = 1
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_length: int = 2048
+    max_prompt_length: int = 1536
+    # model handling
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    export_lora: str = "merged"
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    remat: bool = False
+    # run management
+    seed: int = 0
+    eval_every: int = 0
+    log_every: int = 10
+    save_every: int = 0
+    output_dir: str = "runs/raco"
+    resume: bool = False
+    mesh: tuple[int, int, int] = (-1, 1, 1)
+    distributed: bool = False
+
+    def replace(self, **changes: Any) -> AlignConfig:
+        """A copy with some fields changed (validated by :func:`config_from_mapping`).
+
+        Example:
+            >>> from raco_jax.train.config import AlignConfig
+            >>> AlignConfig().replace(c=0.2).c
+            0.2
+        """
+        return config_from_mapping({**dataclasses.asdict(self), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field.
+
+        Example:
+            >>> from raco_jax.train.config import AlignConfig
+            >>> AlignConfig().to_dict()["method"]
+            'raco'
+        """
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+# The paper's recipe (raco-algorithm.md section 7): AdamW, cosine with 10% warmup, clipping at
+# 1.0 after aggregation, bf16, 1 epoch, 64 pairs per step, lengths 2048/1536, c = 0.4,
+# beta = 0.2, full fine-tuning.
+_PAPER = {
+    "method": "raco",
+    "c": 0.4,
+    "beta": 0.2,
+    "schedule": "cosine",
+    "warmup_ratio": 0.1,
+    "max_grad_norm": 1.0,
+    "dtype": "bfloat16",
+    "epochs": 1.0,
+    "batch_size": 64,
+    "max_length": 2048,
+    "max_prompt_length": 1536,
+    "lora_rank": 0,
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-safety": {
+        **_PAPER,
+        "dataset": "PKU-Alignment/PKU-SafeRLHF",
+        "schema": "pku_saferlhf",
+        "objectives": ("helpful", "harmless"),
+        "weights": (0.5, 0.5),
+    },
+    "paper-reddit": {
+        **_PAPER,
+        "dataset": "RACOo/RedditSummary-Alignment",
+        "schema": "reddit_summary",
+        "objectives": ("quality", "conciseness"),
+        "weights": (0.5, 0.5),
+    },
+    "paper-reddit-3": {
+        **_PAPER,
+        "dataset": "RACOo/RedditSummary-Alignment",
+        "schema": "reddit_summary",
+        "objectives": ("quality", "conciseness", "faithfulness"),
+        "weights": (1 / 3, 1 / 3, 1 / 3),
+    },
+}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(AlignConfig)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Converts a file or flag value to the field's type, with errors naming the field."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"config field {name!r} may not be null.")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip() != ""]
+            elem = args[0] if args else str
+            return tuple(_coerce(name, v.strip() if isinstance(v, str) else v, elem) for v in value)
+        if annotation is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config field {name!r}: cannot read {value!r} as {annotation}.") from err
+    return value
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> AlignConfig:
+    """Builds an :class:`AlignConfig` from a mapping (a parsed file), rejecting unknown keys.
+
+    A ``preset`` key starts from one of :data:`PRESETS`; other keys override it. Dashes in keys
+    are read as underscores.
+
+    Example:
+        >>> from raco_jax.train.config import config_from_mapping
+        >>> config_from_mapping({"preset": "paper-safety", "weights": "0.8,0.2"}).weights
+        (0.8, 0.2)
+    """
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    merged: dict[str, Any] = {}
+    preset = values.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}.")
+        merged.update(PRESETS[preset])
+    merged.update(values)
+    types = _field_types()
+    unknown = sorted(set(merged) - set(types))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(types)}.")
+    coerced = {name: _coerce(name, value, types[name]) for name, value in merged.items()}
+    return AlignConfig(**coerced)
+
+
+def load_config_file(path: str | pathlib.Path) -> dict[str, Any]:
+    """Reads a YAML (.yaml/.yml) or TOML (.toml) config file into a dict.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from raco_jax.train.config import load_config_file
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "run.toml"
+        >>> _ = p.write_text('method = "dpo-lw"\\nweights = [0.6, 0.4]\\n')
+        >>> load_config_file(p)
+        {'method': 'dpo-lw', 'weights': [0.6, 0.4]}
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+    else:
+        raise ValueError(f"config file {path} must end in .yaml, .yml or .toml.")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of field names to values.")
+    return data
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds ``--config FILE``, ``--preset NAME`` and one flag per :class:`AlignConfig` field.
+
+    Flags default to "not given" (None) so that only what the user typed overrides the file.
+
+    Example:
+        >>> import argparse
+        >>> from raco_jax.train.config import add_config_flags
+        >>> ns = add_config_flags(argparse.ArgumentParser()).parse_args(["--c", "0.2"])
+        >>> ns.c
+        '0.2'
+    """
+    parser.add_argument("--config", default=None, help="YAML or TOML file with config fields")
+    parser.add_argument(
+        "--preset", default=None, choices=sorted(PRESETS), help="start from a preset"
+    )
+    types = _field_types()
+    for field in dataclasses.fields(AlignConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if types[field.name] is bool:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                default=None,
+                action="store_const",
+                const="true",
+                help=f"(default: {default})",
+            )
+            continue
+        parser.add_argument(flag, dest=field.name, default=None, help=f"(default: {default!r})")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace | Sequence[str]) -> AlignConfig:
+    """Builds the config from a preset, then a file, then flags (later wins).
+
+    Example:
+        >>> from raco_jax.train.config import config_from_args
+        >>> cfg = config_from_args(["--preset", "paper-safety", "--weights", "0.9,0.1",
+        ...                         "--mesh", "1,-1,1"])
+        >>> cfg.weights, cfg.mesh, cfg.beta
+        ((0.9, 0.1), (1, -1, 1), 0.2)
+    """
+    if not isinstance(args, argparse.Namespace):
+        args = add_config_flags(argparse.ArgumentParser()).parse_args(list(args))
+    values: dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        values["preset"] = args.preset
+    if getattr(args, "config", None):
+        file_values = load_config_file(args.config)
+        if "preset" in file_values and "preset" in values:
+            file_values.pop("preset")
+        values.update(file_values)
+    for field in dataclasses.fields(AlignConfig):
+        flag_value = getattr(args, field.name, None)
+        if flag_value is not None:
+            values[field.name] = flag_value
+    return config_from_mapping(values)
+
+
+def resolve_mesh_shape(mesh: Sequence[int], num_devices: int) -> tuple[int, int, int]:
+    """Resolves a (data, fsdp, tensor) mesh with at most one -1 ("the rest") against the devices.
+
+    Example:
+        >>> from raco_jax.train.config import resolve_mesh_shape
+        >>> resolve_mesh_shape((-1, 2, 1), 8)
+        (4, 2, 1)
+    """
+    shape = tuple(int(x) for x in mesh)
+    if len(shape) != 3:
+        raise ValueError(f"mesh must have 3 sizes (data, fsdp, tensor), got {shape}.")
+    if any(s == 0 or s < -1 for s in shape) or shape.count(-1) > 1:
+        raise ValueError(f"mesh sizes must be positive, with at most one -1; got {shape}.")
+    known = math.prod(s for s in shape if s != -1)
+    if num_devices % known != 0:
+        raise ValueError(
+            f"mesh {shape} does not divide the {num_devices} available devices "
+            f"(the fixed sizes multiply to {known})."
+        )
+    rest = num_devices // known
+    resolved = tuple(rest if s == -1 else s for s in shape)
+    if math.prod(resolved) != num_devices:
+        raise ValueError(
+            f"mesh {shape} uses {math.prod(resolved)} devices but {num_devices} are available; "
+            "use -1 for the axis that takes the rest."
+        )
+    return resolved  # type: ignore[return-value]
+
+
+def validate_config(
+    config: AlignConfig,
+    *,
+    num_devices: int | None = None,
+    schema_objectives: Sequence[str] | None = None,
+    require_data: bool = True,
+) -> AlignConfig:
+    """Checks a config before anything is loaded or compiled; raises ValueError naming the field.
+
+    Args:
+      config: the config.
+      num_devices: if given, the mesh must use exactly this many devices.
+      schema_objectives: if given, the objectives the dataset's schema can label.
+      require_data: whether ``model`` and ``dataset`` must be set.
+
+    Returns:
+      The config, unchanged.
+
+    Example:
+        >>> from raco_jax.train.config import AlignConfig, validate_config
+        >>> validate_config(AlignConfig(objectives=("a", "b"), weights=(0.5, 0.6)),
+        ...                 require_data=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: weights must sum to 1 (within 1e-6), got 1.1 for (0.5, 0.6).
+    """
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; choose one of {list(METHODS)}.")
+    if config.loss_type not in LOSS_TYPES:
+        raise ValueError(
+            f"unknown loss_type {config.loss_type!r}; choose one of {list(LOSS_TYPES)}."
+        )
+    for name, allowed in (
+        ("schedule", SCHEDULES),
+        ("dtype", DTYPES),
+        ("param_dtype", DTYPES),
+        ("reference", REFERENCES),
+        ("aggregate_at", AGGREGATE_AT),
+        ("export_lora", ("merged", "adapter")),
+    ):
+        if getattr(config, name) not in allowed:
+            raise ValueError(
+                f"{name} must be one of {list(allowed)}, got {getattr(config, name)!r}."
+            )
+    if require_data and not config.model:
+        raise ValueError(
+            "model is required (a Hugging Face directory or hub id): --model DIR_OR_ID."
+        )
+    if require_data and not config.dataset:
+        raise ValueError("dataset is required (a hub id or local files): --dataset ID_OR_FILES.")
+    k = len(config.objectives)
+    if k < 1:
+        raise ValueError("objectives must name at least one objective: --objectives a,b.")
+    if len(set(config.objectives)) != k:
+        raise ValueError(f"objectives must be distinct, got {config.objectives}.")
+    if len(config.weights) != k:
+        raise ValueError(
+            f"weights has {len(config.weights)} entries but objectives has {k} "
+            f"({', '.join(config.objectives)})."
+        )
+    if any(not math.isfinite(w) or w < 0 for w in config.weights):
+        raise ValueError(f"weights must be finite and non-negative, got {config.weights}.")
+    total = math.fsum(config.weights)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(
+            f"weights must sum to 1 (within 1e-6), got {round(total, 9)} for {config.weights}."
+        )
+    if config.method in ("raco",) and not 0 <= config.c < 1:
+        raise ValueError(f"c must be in [0, 1) for raco, got {config.c}.")
+    if config.c < 0:
+        raise ValueError(f"c must be >= 0, got {config.c}.")
+    if config.beta <= 0:
+        raise ValueError(f"beta must be > 0, got {config.beta}.")
+    if not 0 <= config.label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}.")
+    if config.batch_size < 1 or config.micro_batches < 1:
+        raise ValueError("batch_size and micro_batches must be >= 1.")
+    if config.batch_size % config.micro_batches:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by micro_batches "
+            f"{config.micro_batches}."
+        )
+    if config.max_prompt_length >= config.max_length:
+        raise ValueError(
+            f"max_prompt_length ({config.max_prompt_length}) must be < max_length "
+            f"({config.max_length})."
+        )
+    if config.learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}.")
+    if not 0 <= config.warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}.")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {config.max_steps}.")
+    if config.lora_rank < 0:
+        raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {config.lora_rank}.")
+    if config.reference == "lora_base" and config.lora_rank == 0:
+        raise ValueError("reference='lora_base' needs LoRA (lora_rank > 0).")
+    if num_devices is not None:
+        resolve_mesh_shape(config.mesh, num_devices)
+    if schema_objectives is not None:
+        missing = [o for o in config.objectives if o not in schema_objectives]
+        if missing:
+            raise ValueError(
+                f"objective(s) {missing} are not provided by schema {config.schema!r}, which "
+                f"labels {list(schema_objectives)}."
+            )
+    return config
