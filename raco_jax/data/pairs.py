@@ -1,0 +1,254 @@
+"""The multi-objective preference pair: one prompt, two responses, one sign per objective.
+
+A :class:`PreferencePair` is ``(prompt, response_a, response_b)`` plus, for every objective it is
+labeled for, a sign ``s_k``:
+
+* ``+1``: ``response_a`` is preferred under objective ``k``;
+* ``-1``: ``response_b`` is preferred;
+* ``0``: the annotators judged a tie.
+
+An objective the pair carries no label for is simply absent from :attr:`PreferencePair.signs`.
+The difference matters for the loss: a tie counts in that objective's mean (it contributes
+``log 2`` and no gradient), an unlabeled pair does not count at all. One data model thus covers
+datasets whose objectives share pairs (PKU-SafeRLHF: helpfulness and harmlessness on every pair;
+the RACO paper's Reddit data: quality and conciseness) and datasets whose objectives come from
+different pairs (HH-RLHF: a helpful-base pair is labeled for ``helpful`` only, a harmless-base
+pair for ``harmless`` only); both still need just one policy forward per batch.
+
+Prompts and responses are plain strings or conversations (lists of ``{"role", "content"}``
+messages); the tokeniser (:mod:`raco_jax.data.tokenize`) applies the model's chat template to
+conversations.
+
+Paper: P. Chen, X. Li, X. Chen, T. Lin, "Reward-free Alignment for Conflicting Objectives",
+arXiv 2602.02495 (section 1 of ``reference/raco-algorithm.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+
+__all__ = [
+    "Conversation",
+    "Message",
+    "PreferencePair",
+    "Text",
+    "is_conversation",
+    "objective_signs",
+    "text_is_empty",
+    "validate_text",
+]
+
+Message: TypeAlias = dict[str, str]
+"""One chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``."""
+
+Conversation: TypeAlias = list[Message]
+"""A list of chat messages."""
+
+Text: TypeAlias = str | Conversation
+"""A prompt or a response: a plain string or a conversation."""
+
+_SIGN_VALUES = (-1, 0, 1)
+
+
+def is_conversation(text: Any) -> bool:
+    """Whether ``text`` is a conversation (a list of ``{"role", "content"}`` messages).
+
+    >>> is_conversation([{"role": "user", "content": "Hi"}])
+    True
+    >>> is_conversation("Hi")
+    False
+    """
+    return isinstance(text, list)
+
+
+def validate_text(text: Any, name: str) -> Text:
+    """Check that ``text`` is a string or a conversation and return it (messages copied to dicts).
+
+    Raises:
+        TypeError: ``text`` is neither, or a message is not a ``{"role": str, "content": str}``
+            mapping; the message names ``name`` and the offending message.
+
+    >>> validate_text([{"role": "user", "content": "Hi"}], "prompt")
+    [{'role': 'user', 'content': 'Hi'}]
+    >>> validate_text(3, "prompt")
+    Traceback (most recent call last):
+    ...
+    TypeError: prompt must be a string or a list of {role, content} messages, got int
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (list, tuple)):
+        messages: Conversation = []
+        for i, message in enumerate(text):
+            if not isinstance(message, Mapping):
+                raise TypeError(f"{name}[{i}] must be a {{role, content}} mapping, got {message!r}")
+            role, content = message.get("role"), message.get("content")
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise TypeError(
+                    f"{name}[{i}] must have string 'role' and 'content', got {dict(message)!r}"
+                )
+            messages.append({"role": role, "content": content})
+        return messages
+    raise TypeError(
+        f"{name} must be a string or a list of {{role, content}} messages, got {type(text).__name__}"
+    )
+
+
+def text_is_empty(text: Text) -> bool:
+    """Whether a prompt or response holds no visible text (blank string, no messages, or only
+    blank message contents).
+
+    >>> text_is_empty("  "), text_is_empty([]), text_is_empty([{"role": "assistant", "content": "ok"}])
+    (True, True, False)
+    """
+    if isinstance(text, str):
+        return not text.strip()
+    return all(not message["content"].strip() for message in text)
+
+
+def _check_sign(objective: Any, sign: Any) -> int:
+    if not isinstance(objective, str) or not objective:
+        raise TypeError(f"signs keys must be non-empty objective names, got {objective!r}")
+    if isinstance(sign, bool) or not isinstance(sign, (int, float, np.integer, np.floating)):
+        raise TypeError(f"signs[{objective!r}] must be +1, -1 or 0, got {sign!r}")
+    if sign not in _SIGN_VALUES:
+        raise ValueError(f"signs[{objective!r}] must be +1, -1 or 0, got {sign!r}")
+    return int(sign)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+    """One preference pair with a sign per labeled objective.
+
+    Attributes:
+        prompt: the shared prompt (string or conversation).
+        response_a: the first response (slot ``a``; rows ``0..B-1`` of a batch).
+        response_b: the second response (slot ``b``; rows ``B..2B-1``).
+        signs: ``{objective: s}`` with ``s`` in ``{+1, -1, 0}`` for every objective the pair is
+            labeled for (``+1``: ``a`` preferred, ``-1``: ``b`` preferred, ``0``: tie). Objectives
+            absent from the mapping are unlabeled and do not count in that objective's loss.
+        source: where the pair came from (a subset or file name), if known.
+        row: the index of the source row, if known.
+
+    Example:
+
+    >>> pair = PreferencePair("2+2?", "4", "5", signs={"helpful": 1, "harmless": 0})
+    >>> pair.sign("helpful"), pair.sign("harmless"), pair.is_labeled("concise")
+    (1, 0, False)
+    >>> pair.swapped().signs
+    {'helpful': -1, 'harmless': 0}
+    """
+
+    prompt: Text
+    response_a: Text
+    response_b: Text
+    signs: Mapping[str, int]
+    source: str | None = None
+    row: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt", validate_text(self.prompt, "prompt"))
+        object.__setattr__(self, "response_a", validate_text(self.response_a, "response_a"))
+        object.__setattr__(self, "response_b", validate_text(self.response_b, "response_b"))
+        if not isinstance(self.signs, Mapping):
+            raise TypeError(
+                f"signs must be a mapping {{objective: +1 | -1 | 0}}, got {type(self.signs).__name__}"
+            )
+        signs = {objective: _check_sign(objective, s) for objective, s in self.signs.items()}
+        object.__setattr__(self, "signs", signs)
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The objectives this pair is labeled for.
+
+        >>> PreferencePair("q", "a", "b", {"helpful": 1}).objectives
+        ('helpful',)
+        """
+        return tuple(self.signs)
+
+    def is_labeled(self, objective: str) -> bool:
+        """Whether the pair carries a label (possibly a tie) for ``objective``.
+
+        >>> PreferencePair("q", "a", "b", {"helpful": 0}).is_labeled("helpful")
+        True
+        """
+        return objective in self.signs
+
+    def sign(self, objective: str) -> int:
+        """The sign for ``objective``; ``0`` when the pair is unlabeled for it (check
+        :meth:`is_labeled` to tell a tie from a missing label).
+
+        >>> PreferencePair("q", "a", "b", {"helpful": -1}).sign("helpful")
+        -1
+        """
+        return self.signs.get(objective, 0)
+
+    def swapped(self) -> PreferencePair:
+        """The same comparison with the responses exchanged and every sign negated.
+
+        >>> PreferencePair("q", "a", "b", {"helpful": 1}).swapped().response_a
+        'b'
+        """
+        return dataclasses.replace(
+            self,
+            response_a=self.response_b,
+            response_b=self.response_a,
+            signs={objective: -s if s else 0 for objective, s in self.signs.items()},
+        )
+
+    def restricted(self, objectives: Iterable[str]) -> PreferencePair:
+        """The pair labeled only for those of ``objectives`` it already carries.
+
+        >>> PreferencePair("q", "a", "b", {"helpful": 1, "harmless": -1}).restricted(["harmless"]).signs
+        {'harmless': -1}
+        """
+        keep = set(objectives)
+        return dataclasses.replace(
+            self, signs={objective: s for objective, s in self.signs.items() if objective in keep}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready row in the ``generic`` schema's layout (``prompt``, ``chosen`` = response a,
+        ``rejected`` = response b, one ``sign_<objective>`` column per labeled objective), so that
+        pairs saved as JSON lines load back with ``load_preferences(path, "generic")``.
+
+        >>> PreferencePair("q", "a", "b", {"helpful": -1}).to_dict()
+        {'prompt': 'q', 'chosen': 'a', 'rejected': 'b', 'sign_helpful': -1}
+        """
+        row: dict[str, Any] = {
+            "prompt": self.prompt,
+            "chosen": self.response_a,
+            "rejected": self.response_b,
+        }
+        row.update({f"sign_{objective}": s for objective, s in self.signs.items()})
+        return row
+
+
+def objective_signs(
+    pairs: Sequence[PreferencePair], objectives: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sign and label matrices of ``pairs`` for ``objectives``, objective-major.
+
+    Returns:
+        ``(signs, labeled)``, both float32 of shape ``[K, N]``: ``signs[k, i]`` in ``{+1, -1, 0}``
+        (0 for ties and for unlabeled pairs) and ``labeled[k, i]`` in ``{0, 1}``.
+
+    >>> pairs = [PreferencePair("q", "a", "b", {"helpful": 1}),
+    ...          PreferencePair("q", "c", "d", {"harmless": 0})]
+    >>> signs, labeled = objective_signs(pairs, ["helpful", "harmless"])
+    >>> signs.tolist(), labeled.tolist()
+    ([[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
+    """
+    objectives = tuple(objectives)
+    signs = np.zeros((len(objectives), len(pairs)), np.float32)
+    labeled = np.zeros((len(objectives), len(pairs)), np.float32)
+    for i, pair in enumerate(pairs):
+        for k, objective in enumerate(objectives):
+            if objective in pair.signs:
+                signs[k, i] = pair.signs[objective]
+                labeled[k, i] = 1.0
+    return signs, labeled
