@@ -30,7 +30,7 @@ from raco_jax.objectives import objective_grads, value_and_objective_grads
 
 __version__ = "0.1.0.dev0"
 
-_LAZY_SUBMODULES = ("models", "preference", "data", "train", "evaluate", "cli")
+_LAZY_SUBMODULES = ("models", "preference", "data", "train", "evaluate", "toy", "cli")
 
 __all__ = [
     "AggregationDiagnostics",

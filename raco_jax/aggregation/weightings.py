@@ -147,7 +147,9 @@ def _num_conflicts(gram: jax.Array) -> jax.Array:
 def _cosine(gram: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
     num = a @ gram @ b
     den2 = (a @ gram @ a) * (b @ gram @ b)
-    return jnp.where(den2 > 0, num * jax.lax.rsqrt(jnp.where(den2 > 0, den2, 1.0)), 0.0)
+    cos = jnp.where(den2 > 0, num * jax.lax.rsqrt(jnp.where(den2 > 0, den2, 1.0)), 0.0)
+    # Gram-based norms of nearly cancelling sums carry float32 rounding: keep the cosine a cosine.
+    return jnp.clip(cos, -1.0, 1.0)
 
 
 def _combination_is_zero(gram_n: jax.Array, p: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -174,7 +176,9 @@ def cagrad_coefficients(
     3. :math:`a = w + s\,\tilde p / \|\tilde G\|` with :math:`\|\tilde G\|^2 = \tilde p^\top H\tilde p`,
        so :math:`d = \sum_k a_k g_k = g_0 + c\|g_0\|\,\tilde G/\|\tilde G\|`.
 
-    Degenerate cases never give NaN: if :math:`s = 0` (c = 0 or :math:`g_0 = 0`), :math:`a = w`.
+    Degenerate cases never give NaN: if :math:`s = 0` (c = 0, or :math:`g_0 = 0`, or
+    :math:`\|g_0\| < 10^{-3} \sum_k w_k \|g_k\|`, below the resolution of a float32 Gram
+    matrix), :math:`a = w`.
     If :math:`\tilde G = 0`, clipped CAGrad returns :math:`a = w` (the paper's rule), while
     unclipped CAGrad returns the projection of :math:`g_0` onto the dual cone
     :math:`\{d: \langle g_k, d\rangle \ge 0\}` (the optimal direction closest to :math:`g_0`).
@@ -210,8 +214,11 @@ def cagrad_coefficients(
     scale_mode = _rescale_mode(rescale, clip)
 
     gram_n, trace = simplex.normalize_gram(gram)
-    anchor_norm2 = jnp.maximum(weights @ gram_n @ weights, 0.0)
-    s = c * jnp.sqrt(anchor_norm2)
+    anchor_norm2, anchor_vanished = _combination_is_zero(gram_n, weights)
+    # Near a stationary point of the weighted loss ||g_0|| falls below what a float32 Gram can
+    # resolve (1000-fold cancellation); the radius c ||g_0|| would be rounding noise, so the step
+    # is the anchor itself there (s = 0, d = g_0), as in the limit the theory describes.
+    s = jnp.where(anchor_vanished, 0.0, c * jnp.sqrt(anchor_norm2))
     faces = simplex.face_systems(gram_n)
     p_star, dual_value = simplex.cagrad_dual(gram_n, weights, s, faces)
     active = s > 0
@@ -246,7 +253,7 @@ def cagrad_coefficients(
         gram=gram,
         duality_gap=gap,
         num_conflicts=_num_conflicts(gram),
-        cos_update_anchor=_cosine(gram_n, coefficients, weights),
+        cos_update_anchor=jnp.where(active, _cosine(gram_n, coefficients, weights), 1.0),
     )
     return coefficients, diagnostics
 

@@ -90,3 +90,15 @@ def test_clipped_dead_weight_vertex_falls_back_to_anchor() -> None:
     d, state = _direction(raco_jax.clipped_cagrad(weights=(1.0, 0.0), c=0.5), jac)
     np.testing.assert_allclose(state.dual, [0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(d, jac[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("tx_factory", [raco_jax.cagrad, raco_jax.clipped_cagrad])
+def test_vanishing_anchor_steps_along_the_anchor(tx_factory) -> None:
+    """||g_0|| below float32 Gram resolution (near the weighted optimum): d = g_0, no noise."""
+    g1 = np.array([2.0, 1.0, -0.5])
+    jac = np.stack([g1, -g1 + np.array([2e-6, -1e-6, 3e-6])])
+    d, state = _direction(tx_factory(c=0.4, weights=(0.5, 0.5)), jac)
+    g0 = np.asarray(jnp.asarray(jac, jnp.float32).mean(axis=0), np.float64)
+    np.testing.assert_allclose(d, g0, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(state.coefficients), [0.5, 0.5])
+    assert float(state.cos_update_anchor) == 1.0
