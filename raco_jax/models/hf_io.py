@@ -543,6 +543,13 @@ def save_pretrained(
         raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
     if dataclasses.replace(config, dtype=None) != dataclasses.replace(model.config, dtype=None):
         raise ValueError("config does not match model.config (a different architecture)")
+    from raco_jax.models.lora import LoRAParam
+
+    if jax.tree_util.tree_leaves(nnx.state(model, LoRAParam)):
+        raise ValueError(
+            "the model has LoRA adapters, which a Hugging Face checkpoint cannot hold: save "
+            "raco_jax.models.merge_lora(model) instead (or save the adapters separately)"
+        )
     out_dir = pathlib.Path(path)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -495,36 +495,35 @@ def test_smollm2_logits_match_transformers(
 def test_smollm2_greedy_chat_names_paris(
     smollm2_model: Any, smollm2_hf: Any, smollm2_tokenizer: Any
 ) -> None:
-    import jax.numpy as jnp
-    from flax import nnx
+    from raco_jax.models import generate
 
     tok = smollm2_tokenizer
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     new_tokens, eos = 20, tok.eos_token_id
-    # Full forwards over a fixed-length buffer (one compilation): causal attention means the
-    # padding after position n cannot change the logits at n.
-    buf = np.full((1, len(prompt_ids) + new_tokens), eos, np.int32)
-    buf[0, : len(prompt_ids)] = prompt_ids
-    forward = nnx.jit(lambda m, x: m(x))
-    n = len(prompt_ids)
-    while n < buf.shape[1]:
-        next_id = int(np.argmax(np.asarray(forward(smollm2_model, jnp.asarray(buf)))[0, n - 1]))
-        if next_id == eos:
-            break
-        buf[0, n] = next_id
-        n += 1
-    answer = tok.decode(buf[0, len(prompt_ids) : n])
+    out = generate(
+        smollm2_model,
+        np.asarray([prompt_ids], np.int32),
+        max_new_tokens=new_tokens,
+        stop_token_ids=eos,
+        pad_token_id=eos,
+    )
+    generated = np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist()
+    answer = tok.decode(generated[:-1] if bool(out.done[0]) else generated)
     print(f"SmolLM2 greedy answer: {answer!r}")
     assert "Paris" in answer
 
     torch = _need_transformers()
     with torch.no_grad():
         hf_out = smollm2_hf.generate(
-            torch.tensor([prompt_ids]), max_new_tokens=n - len(prompt_ids), do_sample=False
+            torch.tensor([prompt_ids]),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos,
         )
-    assert hf_out[0, len(prompt_ids) :].tolist() == buf[0, len(prompt_ids) : n].tolist()
+    assert hf_out[0, len(prompt_ids) :].tolist() == generated
 
 
 def test_smollm2_tokenizer_is_cached(smollm2_path: pathlib.Path, smollm2_tokenizer: Any) -> None:
