@@ -1,0 +1,784 @@
+r"""The jitted RACO train step: one policy forward, K backward passes, one aggregated update.
+
+One step on a :class:`~raco_jax.preference.PreferenceBatch` of B pairs (2B token rows):
+
+1. the policy runs ONCE on the 2B sequences; summed completion log-probs (float32, chunked
+   over the vocabulary) give the per-response log-ratios against the reference log-probs
+   (precomputed in the batch, or computed online from a frozen reference state);
+2. K losses, one per objective, from the same margins (``jax.vmap`` over the K sign rows);
+3. stacked methods (``raco``, ``cagrad``, ``dpo-lw``, ``mgda``, ``pcgrad``): per-objective
+   gradients with :func:`raco_jax.value_and_objective_grads` (one ``jax.vjp``, the pullback
+   vmapped over K one-hot cotangents), handed to the user's optax chain, which must be headed by
+   a raco_jax aggregator (:func:`raco_jax.clipped_cagrad`, ...). Scalar methods (``dpo``: the
+   weighted loss with one backward, ``amopo``, ``modpo``): plain gradients of one scalar loss;
+4. ``optax.apply_updates``; the metrics (losses, TRL's ``rewards/*``, gradient norms and the
+   aggregation diagnostics) are returned as float32 scalars.
+
+Gradient accumulation: ``micro_batches=M`` splits the batch into M micro-batches inside the
+step and sums their stacked gradients in a ``jax.lax.scan`` before aggregating once (each
+micro-batch loss is normalised by the WHOLE batch's counts, so the result equals the one-batch
+gradient). Alternatively wrap the chain in :func:`raco_jax.accumulate_objectives` and call the step
+once per micro-batch.
+
+The model is handled the NNX way: ``nnx.split(model, wrt, ...)`` gives
+``(graphdef, trainable, rest)``; the step is a pure function of these states and calls
+``nnx.merge`` inside the loss. Only the ``wrt`` subset (default ``nnx.Param``; a LoRA filter for
+adapters) is differentiated and updated.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import raco_jax
+from raco_jax.aggregation.weightings import validate_weights
+from raco_jax.preference import (
+    LOSS_TYPES,
+    PreferenceBatch,
+    amopo_losses,
+    dpo_losses,
+    modpo_loss,
+    objective_counts,
+    pair_margins,
+    preference_metrics,
+    sequence_logps,
+    sequence_logps_from_hidden,
+    split_pairs,
+)
+from raco_jax.preference.logps import DEFAULT_VOCAB_CHUNK
+
+__all__ = [
+    "METHODS",
+    "SCALAR_METHODS",
+    "STACKED_METHODS",
+    "TrainState",
+    "TrainStep",
+    "compute_reference_logps",
+    "make_optimizer",
+    "make_train_step",
+    "policy_logps",
+    "with_reference_logps",
+]
+
+STACKED_METHODS: tuple[str, ...] = ("raco", "cagrad", "dpo-lw", "mgda", "pcgrad")
+SCALAR_METHODS: tuple[str, ...] = ("dpo", "amopo", "modpo")
+METHODS: tuple[str, ...] = STACKED_METHODS + SCALAR_METHODS
+_LENGTH_NORMALISED = ("sigmoid_norm", "ipo")
+Reference = Literal["precomputed", "online", "none"]
+
+
+class TrainState(NamedTuple):
+    """Everything a train step updates, as a pytree.
+
+    Attributes:
+      step: int32 optimizer-step counter.
+      params: the trainable ``nnx.State`` (the ``wrt`` filter of the model).
+      rest: the rest of the model's state (frozen variables), passed through unchanged.
+      opt_state: the optax state of the chain.
+      ref_state: online reference only: a frozen copy of the initial trainable state (the
+        reference is then ``merge(graphdef, ref_state, rest)``, so with LoRA only the adapters
+        are copied), or the full ``nnx.State`` of an explicit reference model; else None.
+    """
+
+    step: jax.Array
+    params: Any
+    rest: Any
+    opt_state: Any
+    ref_state: Any = None
+
+
+def make_optimizer(
+    method: str,
+    weights: Sequence[float] | jax.Array,
+    learning_rate: float | optax.Schedule = 1e-6,
+    c: float = 0.4,
+    max_grad_norm: float | None = 1.0,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> optax.GradientTransformation:
+    """The paper's optimizer chain for a method: aggregator, global-norm clip at 1.0, AdamW.
+
+    ``raco``: ``clipped_cagrad(weights, c)``; ``cagrad``: ``cagrad(c, weights)``; ``dpo-lw``:
+    ``weighted_sum(weights)``; ``mgda``: ``mgda(K)``; ``pcgrad``: ``pcgrad(seed, K)``; the
+    scalar methods (``dpo``, ``amopo``, ``modpo``) get no aggregator. AdamW is wrapped in
+    ``optax.inject_hyperparams`` so the step can report ``learning_rate``.
+
+    Args:
+      method: one of :data:`METHODS`.
+      weights: ``[K]`` objective weights on the simplex.
+      learning_rate: a float or an optax schedule.
+      c: CAGrad radius (``raco``, ``cagrad``).
+      max_grad_norm: global-norm clip after aggregation (None: no clip).
+      weight_decay: AdamW's decoupled weight decay.
+      seed: PCGrad's projection-order seed.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> from raco_jax.train import make_optimizer
+      >>> tx = make_optimizer("raco", (0.7, 0.3), learning_rate=1e-5)
+      >>> type(tx).__name__
+      'GradientTransformationExtraArgs'
+    """
+    _check_method(method)
+    weights = validate_weights(weights)
+    k = int(weights.shape[0])
+    head: list[optax.GradientTransformation] = []
+    if method == "raco":
+        head = [raco_jax.clipped_cagrad(weights, c)]
+    elif method == "cagrad":
+        head = [raco_jax.cagrad(c, weights=weights)]
+    elif method == "dpo-lw":
+        head = [raco_jax.weighted_sum(weights)]
+    elif method == "mgda":
+        head = [raco_jax.mgda(num_objectives=k)]
+    elif method == "pcgrad":
+        head = [raco_jax.pcgrad(seed, num_objectives=k)]
+    tail: list[optax.GradientTransformation] = []
+    if max_grad_norm is not None:
+        tail.append(optax.clip_by_global_norm(max_grad_norm))
+    tail.append(
+        optax.inject_hyperparams(optax.adamw)(
+            learning_rate=learning_rate, weight_decay=weight_decay
+        )
+    )
+    return optax.chain(*head, *tail)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+
+
+def policy_logps(
+    model: nnx.Module,
+    batch: PreferenceBatch,
+    vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK,
+    time_chunk_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Summed completion log-probs ``[2B]`` and token counts ``[2B]`` of a decoder on a batch.
+
+    One forward over the 2B rows. With ``time_chunk_size`` the hidden states are projected
+    ``time_chunk_size`` positions at a time (:func:`~raco_jax.preference.sequence_logps_from_hidden`
+    with the model's ``logits_from_hidden``), so ``[2B, T, V]`` logits are never built; otherwise
+    the model's float32 logits go through the vocabulary-chunked log-softmax.
+
+    Args:
+      model: a :class:`raco_jax.models.Decoder` (anything with ``__call__(ids, mask)`` logits,
+        and ``hidden_states``/``logits_from_hidden`` for the time-chunked path).
+      batch: the batch.
+      vocab_chunk_size: vocabulary chunk of the log-sum-exp.
+      time_chunk_size: positions per chunk for the hidden-state path (None: full logits).
+
+    Returns:
+      ``(logps, counts)``, float32 ``[2B]`` each.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from raco_jax.models import Decoder, ModelConfig
+      >>> from raco_jax.preference import make_batch
+      >>> from raco_jax.train import policy_logps
+      >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+      ...                      intermediate_size=32, num_layers=1, num_heads=2)
+      >>> model = Decoder(config, rngs=nnx.Rngs(0))
+      >>> batch = make_batch([[1, 2, 3], [1, 4, 5]], [[1, 1, 1]] * 2, [[0, 1, 1]] * 2, [[1]])
+      >>> logps, counts = policy_logps(model, batch)
+      >>> logps.shape, counts.tolist()
+      ((2,), [2.0, 2.0])
+    """
+    input_ids = jnp.asarray(batch.input_ids)
+    attention_mask = jnp.asarray(batch.attention_mask)
+    loss_mask = jnp.asarray(batch.loss_mask)
+    if time_chunk_size is not None:
+        hidden, _ = model.hidden_states(input_ids, attention_mask)
+        return sequence_logps_from_hidden(
+            hidden, model.logits_from_hidden, input_ids, loss_mask, chunk_size=time_chunk_size
+        )
+    logits = model(input_ids, attention_mask)
+    return sequence_logps(logits, input_ids, loss_mask, chunk_size=vocab_chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk_size", "time_chunk_size"))
+def _reference_logps_jit(
+    state: Any,
+    batch: PreferenceBatch,
+    *,
+    graphdef: Any,
+    vocab_chunk_size: int | None,
+    time_chunk_size: int | None,
+) -> jax.Array:
+    model = nnx.merge(graphdef, state)
+    return policy_logps(model, batch, vocab_chunk_size, time_chunk_size)[0]
+
+
+def _token_fields(batch: PreferenceBatch) -> PreferenceBatch:
+    """Only the fields a forward pass needs (so cached log-probs do not change the jit key)."""
+    return PreferenceBatch(
+        batch.input_ids, batch.attention_mask, batch.loss_mask, batch.signs, batch.labeled
+    )
+
+
+def compute_reference_logps(
+    model: nnx.Module,
+    batches: PreferenceBatch | Iterable[PreferenceBatch],
+    vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK,
+    time_chunk_size: int | None = None,
+) -> jax.Array | list[jax.Array]:
+    """Precomputes reference summed log-probs with a jitted forward (compiled once per shape).
+
+    Args:
+      model: the reference model (usually the initial policy).
+      batches: one :class:`~raco_jax.preference.PreferenceBatch` or an iterable of them.
+      vocab_chunk_size: vocabulary chunk of the log-sum-exp.
+      time_chunk_size: positions per chunk for the hidden-state path (None: full logits).
+
+    Returns:
+      ``[2B]`` float32 log-probs for one batch, or a list of them.
+
+    Example:
+      >>> from flax import nnx
+      >>> from raco_jax.models import Decoder, ModelConfig
+      >>> from raco_jax.preference import make_batch
+      >>> from raco_jax.train import compute_reference_logps
+      >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+      ...                      intermediate_size=32, num_layers=1, num_heads=2)
+      >>> batch = make_batch([[1, 2, 3], [1, 4, 5]], [[1, 1, 1]] * 2, [[0, 1, 1]] * 2, [[1]])
+      >>> ref = compute_reference_logps(Decoder(config, rngs=nnx.Rngs(0)), batch)
+      >>> batch = batch._replace(ref_logps=ref)
+      >>> batch.ref_logps.shape
+      (2,)
+    """
+    graphdef, state = nnx.split(model)
+
+    def one(batch: PreferenceBatch) -> jax.Array:
+        if not isinstance(batch, PreferenceBatch):
+            raise TypeError(f"batches must hold PreferenceBatch items, got {type(batch).__name__}.")
+        return _reference_logps_jit(
+            state,
+            _token_fields(batch),
+            graphdef=graphdef,
+            vocab_chunk_size=vocab_chunk_size,
+            time_chunk_size=time_chunk_size,
+        )
+
+    if isinstance(batches, PreferenceBatch):
+        return one(batches)
+    return [one(batch) for batch in batches]
+
+
+def with_reference_logps(
+    model: nnx.Module,
+    batches: Iterable[PreferenceBatch],
+    vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK,
+    time_chunk_size: int | None = None,
+) -> list[PreferenceBatch]:
+    """The batches with ``ref_logps`` filled in by :func:`compute_reference_logps`.
+
+    Example:
+      >>> from flax import nnx
+      >>> from raco_jax.models import Decoder, ModelConfig
+      >>> from raco_jax.preference import make_batch
+      >>> from raco_jax.train import with_reference_logps
+      >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+      ...                      intermediate_size=32, num_layers=1, num_heads=2)
+      >>> batch = make_batch([[1, 2, 3], [1, 4, 5]], [[1, 1, 1]] * 2, [[0, 1, 1]] * 2, [[1]])
+      >>> [b.ref_logps.shape for b in with_reference_logps(Decoder(config, rngs=nnx.Rngs(0)),
+      ...                                                    [batch, batch])]
+      [(2,), (2,)]
+    """
+    batches = list(batches)
+    logps = compute_reference_logps(model, batches, vocab_chunk_size, time_chunk_size)
+    return [batch._replace(ref_logps=lp) for batch, lp in zip(batches, logps, strict=True)]
+
+
+def _first(tree: Any, key: str) -> Any:
+    found = optax.tree.get_all_with_path(tree, key)
+    return found[0][1] if found else None
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.maximum(x, 0.0))
+
+
+class TrainStep:
+    """A jitted RACO / baseline train step over :class:`~raco_jax.preference.PreferenceBatch`.
+
+    ``step = TrainStep(model, tx, method=..., objectives=..., weights=...)``;
+    ``state = step.init(model)``; ``state, metrics = step(state, batch)``;
+    ``model = step.merge(state)``.
+
+    Losses: stacked methods and ``dpo`` use :func:`~raco_jax.preference.dpo_losses` with
+    ``loss_type`` (``ipo`` and ``sigmoid_norm`` on log-ratios averaged over each response's
+    tokens, as TRL does); ``amopo`` uses :func:`~raco_jax.preference.amopo_losses` (reference-free)
+    and ``modpo`` :func:`~raco_jax.preference.modpo_loss` for objective ``modpo_target``, with the
+    batch's ``reward_margins``. The optimised scalar of the scalar methods is
+    :math:`\\sum_k w_k L_k` (``dpo``, ``amopo``) or the MODPO loss.
+
+    Metrics (float32 scalars): ``loss`` (the weighted loss, or MODPO's), ``loss/<objective>``,
+    TRL's ``rewards/<objective>/{chosen,rejected,margins,accuracies}``,
+    ``logps/<objective>/{chosen,rejected}`` and their pooled forms (see
+    :func:`~raco_jax.preference.preference_metrics`), ``grad_norm`` (norm of the aggregated
+    direction before clipping; for scalar methods the gradient norm), ``update_norm``,
+    ``learning_rate`` (when the chain holds one, or from ``schedule``), and for stacked methods
+    ``grad_norm/<objective>`` (:math:`\\sqrt{H_{kk}}`), ``grad_norm/anchor``
+    (:math:`\\|\\sum_k w_k g_k\\|`), ``aggregation/cos/<i>/<j>``
+    (:math:`H_{ij}/\\sqrt{H_{ii}H_{jj}}`), ``aggregation/coefficients/<objective>``,
+    ``aggregation/dual/<objective>``, ``aggregation/num_clipped`` (``raco``, ``cagrad``: the
+    number of k with :math:`p^*_k > w_k`), ``aggregation/duality_gap``, ``aggregation/num_conflicts`` and
+    ``aggregation/cos_update_anchor``, read from the aggregator's state.
+
+    Donation: the step donates its input state (``donate=True``), including the arrays
+    ``init`` took from the model; use ``merge(state)`` for the trained model rather than the
+    object passed to ``init``.
+
+    Args:
+      model: the policy (an NNX module such as :class:`raco_jax.models.Decoder`); only its
+        structure is kept.
+      tx: the optax chain: headed by a raco_jax aggregator for stacked methods, a plain
+        optimizer for scalar methods (see :func:`make_optimizer`).
+      method: one of :data:`METHODS`.
+      objectives: K objective names (metric names).
+      weights: ``[K]`` user weights on the simplex.
+      beta: DPO temperature.
+      loss_type: one of :data:`~raco_jax.preference.LOSS_TYPES` (not for ``amopo``/``modpo``).
+      label_smoothing: for the sigmoid and robust losses.
+      exclude_ties: drop ties from each objective's mean.
+      wrt: the NNX filter of the trainable variables (default ``nnx.Param``).
+      reference: ``"precomputed"`` (``batch.ref_logps``), ``"online"`` (a frozen reference
+        state in the train state) or ``"none"``; default: ``"none"`` for ``amopo``, else
+        ``"precomputed"``.
+      micro_batches: M, micro-batches accumulated inside the step (B divisible by M).
+      modpo_target: the target objective of ``modpo``.
+      vocab_chunk_size: vocabulary chunk of the log-softmax.
+      time_chunk_size: positions per chunk for projecting hidden states, so the ``[2B, T, V]``
+        float32 logits are never built (each chunk is recomputed in the backward pass, about
+        one extra output-projection matmul). Recommended for large vocabularies (e.g. 128 to
+        512 for a 150k vocabulary); None (default) uses the model's full logits.
+      schedule: optional learning-rate schedule for the ``learning_rate`` metric.
+      donate: donate the input state to the step.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from flax import nnx
+      >>> import raco_jax
+      >>> from raco_jax.models import Decoder, ModelConfig
+      >>> from raco_jax.preference import make_batch
+      >>> from raco_jax.train import TrainStep
+      >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+      ...                      intermediate_size=32, num_layers=1, num_heads=2)
+      >>> model = Decoder(config, rngs=nnx.Rngs(0))
+      >>> tx = optax.chain(raco_jax.clipped_cagrad((0.5, 0.5)), optax.adamw(1e-3))
+      >>> step = TrainStep(model, tx, method="raco", objectives=("helpful", "harmless"),
+      ...                  weights=(0.5, 0.5), reference="online")
+      >>> state = step.init(model)
+      >>> batch = make_batch([[1, 2, 3], [1, 4, 5]], [[1, 1, 1]] * 2, [[0, 1, 1]] * 2,
+      ...                    signs=[[1], [-1]])
+      >>> state, metrics = step(state, batch)
+      >>> round(float(metrics["loss/helpful"]), 4)  # policy == reference: log 2
+      0.6931
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        tx: optax.GradientTransformation,
+        *,
+        method: str = "raco",
+        objectives: Sequence[str],
+        weights: Sequence[float] | jax.Array,
+        beta: float = 0.1,
+        loss_type: str = "sigmoid",
+        label_smoothing: float = 0.0,
+        exclude_ties: bool = False,
+        wrt: Any = nnx.Param,
+        reference: Reference | None = None,
+        micro_batches: int = 1,
+        modpo_target: int = 0,
+        vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK,
+        time_chunk_size: int | None = None,
+        schedule: optax.Schedule | None = None,
+        donate: bool = True,
+    ) -> None:
+        _check_method(method)
+        if isinstance(objectives, str):
+            raise TypeError(
+                f"objectives must be a sequence of names, got the string {objectives!r}."
+            )
+        self.objectives = tuple(str(name) for name in objectives)
+        if len(set(self.objectives)) != len(self.objectives) or len(self.objectives) < 1:
+            raise ValueError(f"objectives must be distinct names, got {self.objectives}.")
+        self.num_objectives = len(self.objectives)
+        self.weights = validate_weights(weights, num_objectives=self.num_objectives)
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
+        if method in ("amopo", "modpo") and loss_type != "sigmoid":
+            raise ValueError(f"method={method!r} defines its own loss; leave loss_type='sigmoid'.")
+        if reference is None:
+            reference = "none" if method == "amopo" else "precomputed"
+        if reference not in ("precomputed", "online", "none"):
+            raise ValueError(
+                f"reference must be 'precomputed', 'online' or 'none', got {reference!r}."
+            )
+        if reference == "none" and method != "amopo":
+            raise ValueError(f"method={method!r} needs a reference ('precomputed' or 'online').")
+        if method == "amopo" and reference != "none":
+            raise ValueError("method='amopo' is reference-free: use reference='none' (default).")
+        if not isinstance(micro_batches, int) or micro_batches < 1:
+            raise ValueError(f"micro_batches must be a positive int, got {micro_batches!r}.")
+        if method == "modpo" and not 0 <= modpo_target < self.num_objectives:
+            raise ValueError(
+                f"modpo_target must index one of the {self.num_objectives} objectives, got "
+                f"{modpo_target}."
+            )
+        self.method = method
+        self.stacked = method in STACKED_METHODS
+        self.tx = tx
+        self.beta = float(beta)
+        self.loss_type = loss_type
+        self.label_smoothing = float(label_smoothing)
+        self.exclude_ties = bool(exclude_ties)
+        self.wrt = wrt
+        self.reference = reference
+        self.micro_batches = micro_batches
+        self.modpo_target = int(modpo_target)
+        self.vocab_chunk_size = vocab_chunk_size
+        self.time_chunk_size = time_chunk_size
+        self.schedule = schedule
+        self.graphdef, _, _ = nnx.split(model, wrt, ...)
+        self.ref_graphdef: Any = None
+        self._initialised = False
+        self.num_traces = 0
+        self.jitted = jax.jit(self._step, donate_argnums=(0,) if donate else ())
+
+    # -- state ----------------------------------------------------------------------------
+
+    def init(self, model: nnx.Module, reference_model: nnx.Module | None = None) -> TrainState:
+        """Splits ``model`` into (trainable, rest) and initialises the optimizer state.
+
+        With ``reference="online"`` the reference is ``reference_model`` (its full state is
+        copied into the train state) or, by default, the starting policy: a copy of the initial
+        trainable state only, sharing the frozen ``rest`` (with LoRA adapters that start at zero,
+        this is the base model at the cost of the adapters).
+
+        Example: see :class:`TrainStep`.
+        """
+        graphdef, params, rest = nnx.split(model, self.wrt, ...)
+        if graphdef != self.graphdef:
+            raise ValueError(
+                "model must have the structure of the model the TrainStep was built on."
+            )
+        ref_state = None
+        if self.reference == "online":
+            if reference_model is None:
+                # The reference is the starting policy: only the trainable subset will move, so
+                # keep a copy of it and share `rest` (for LoRA: a copy of the adapters only,
+                # which start as a zero update, so the reference is the base model).
+                ref_graphdef, ref_state = None, params
+            else:
+                ref_graphdef, ref_state = nnx.split(reference_model)
+            if self._initialised and ref_graphdef != self.ref_graphdef:
+                raise ValueError(
+                    "this TrainStep was initialised with another reference setup (the reference "
+                    "structure is baked into the compiled step); build a new TrainStep."
+                )
+            self.ref_graphdef = ref_graphdef
+            ref_state = jax.tree.map(jnp.copy, ref_state)  # not aliased with donated params
+        elif reference_model is not None:
+            raise ValueError("reference_model is only used with reference='online'.")
+        self._initialised = True
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            rest=rest,
+            opt_state=self.tx.init(params),
+            ref_state=ref_state,
+        )
+
+    def merge(self, state: TrainState) -> nnx.Module:
+        """The policy model with the state's parameters.
+
+        Example: ``model = step.merge(state)``.
+        """
+        return nnx.merge(self.graphdef, state.params, state.rest)
+
+    def __call__(
+        self, state: TrainState, batch: PreferenceBatch
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One optimizer step (jitted once per batch shape). Returns ``(state, metrics)``."""
+        self._check_batch(batch)
+        return self.jitted(state, batch)
+
+    def _check_batch(self, batch: PreferenceBatch) -> None:
+        if not isinstance(batch, PreferenceBatch):
+            raise TypeError(f"batch must be a PreferenceBatch, got {type(batch).__name__}.")
+        k = batch.num_objectives
+        if k != self.num_objectives:
+            raise ValueError(
+                f"batch.signs has {k} objectives but the step was built for "
+                f"{self.num_objectives} ({self.objectives})."
+            )
+        if batch.num_pairs % self.micro_batches:
+            raise ValueError(
+                f"the batch has {batch.num_pairs} pairs, not divisible into micro_batches="
+                f"{self.micro_batches}."
+            )
+        if self.reference == "precomputed" and batch.ref_logps is None:
+            raise ValueError(
+                "batch.ref_logps is None but reference='precomputed': fill it with "
+                "raco_jax.train.compute_reference_logps, or use reference='online'."
+            )
+        if self.method == "modpo" and batch.reward_margins is None:
+            raise ValueError("method='modpo' needs batch.reward_margins ([K - 1 or K, B]).")
+
+    # -- the pure step ----------------------------------------------------------------------
+
+    def _losses(
+        self,
+        params: Any,
+        rest: Any,
+        ref_state: Any,
+        batch: PreferenceBatch,
+        normalizer: jax.Array,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(differentiated losses, aux) of one micro-batch."""
+        model = nnx.merge(self.graphdef, params, rest)
+        logps, counts = policy_logps(model, batch, self.vocab_chunk_size, self.time_chunk_size)
+        if self.reference == "online":
+            if self.ref_graphdef is None:
+                ref_model = nnx.merge(self.graphdef, ref_state, rest)
+            else:
+                ref_model = nnx.merge(self.ref_graphdef, ref_state)
+            ref_logps = jax.lax.stop_gradient(
+                policy_logps(ref_model, batch, self.vocab_chunk_size, self.time_chunk_size)[0]
+            )
+        elif self.reference == "precomputed":
+            ref_logps = jnp.asarray(batch.ref_logps, jnp.float32)
+        else:
+            ref_logps = None
+        signs, labeled = batch.signs, batch.labeled
+        if self.method == "amopo":
+            objective_losses = amopo_losses(
+                logps, counts, signs, labeled, self.beta, self.exclude_ties, normalizer
+            )
+        else:
+            normalised = self.loss_type in _LENGTH_NORMALISED
+            margins = logps - ref_logps if normalised else pair_margins(logps, ref_logps)
+            objective_losses = dpo_losses(
+                margins,
+                signs,
+                labeled,
+                beta=self.beta,
+                loss_type=self.loss_type,
+                label_smoothing=self.label_smoothing,
+                lengths=counts if normalised else None,
+                exclude_ties=self.exclude_ties,
+                normalizer=normalizer,
+            )
+        aux = {
+            "logps": logps,
+            "counts": counts,
+            "ref_logps": jnp.zeros_like(logps) if ref_logps is None else ref_logps,
+            "objective_losses": objective_losses,
+        }
+        if self.stacked:
+            return objective_losses, aux
+        if self.method == "modpo":
+            loss = modpo_loss(
+                pair_margins(logps, ref_logps),
+                signs,
+                batch.reward_margins,
+                self.weights,
+                target=self.modpo_target,
+                labeled=labeled,
+                beta=self.beta,
+                exclude_ties=self.exclude_ties,
+                normalizer=normalizer[self.modpo_target],
+            )
+        else:
+            loss = self.weights @ objective_losses
+        return loss, aux
+
+    def _grads(
+        self,
+        params: Any,
+        rest: Any,
+        ref_state: Any,
+        batch: PreferenceBatch,
+        normalizer: jax.Array,
+    ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], Any]:
+        fn = functools.partial(
+            self._losses, rest=rest, ref_state=ref_state, batch=batch, normalizer=normalizer
+        )
+        if self.stacked:
+            return raco_jax.value_and_objective_grads(fn, has_aux=True)(params)
+        return jax.value_and_grad(fn, has_aux=True)(params)
+
+    def _step(
+        self, state: TrainState, batch: PreferenceBatch
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        self.num_traces += 1
+        batch = jax.tree.map(jnp.asarray, batch)
+        normalizer = objective_counts(batch.signs, batch.labeled, self.exclude_ties)
+        params, rest, ref_state = state.params, state.rest, state.ref_state
+        if self.micro_batches == 1:
+            (value, aux), grads = self._grads(params, rest, ref_state, batch, normalizer)
+        else:
+            micro = split_pairs(batch, self.micro_batches)
+            first = jax.tree.map(lambda x: x[0], micro)
+            shapes = jax.eval_shape(lambda: self._grads(params, rest, ref_state, first, normalizer))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+            def body(carry: Any, micro_batch: PreferenceBatch) -> tuple[Any, Any]:
+                out = self._grads(params, rest, ref_state, micro_batch, normalizer)
+                (value, aux), grads = out
+                carry_value, carry_grads = carry
+                summed = jax.tree.map(jnp.add, carry_grads, grads)
+                return (carry_value + value, summed), aux
+
+            (value, grads), stacked_aux = jax.lax.scan(body, (zeros[0][0], zeros[1]), micro)
+            aux = self._gather_micro(stacked_aux)
+
+        updates, opt_state = self.tx.update(grads, state.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        metrics = self._metrics(batch, value, aux, grads, updates, opt_state, state.step)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=new_params,
+            rest=rest,
+            opt_state=opt_state,
+            ref_state=ref_state,
+        )
+        return new_state, metrics
+
+    @staticmethod
+    def _gather_micro(stacked_aux: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Micro-batch outputs back to batch layout: [M, 2b] rows -> [2B]; losses summed."""
+        out = {}
+        for name, value in stacked_aux.items():
+            if name == "objective_losses":
+                out[name] = jnp.sum(value, axis=0)
+                continue
+            half = value.shape[1] // 2
+            out[name] = jnp.concatenate([value[:, :half].reshape(-1), value[:, half:].reshape(-1)])
+        return out
+
+    def _metrics(
+        self,
+        batch: PreferenceBatch,
+        value: jax.Array,
+        aux: dict[str, jax.Array],
+        grads: Any,
+        updates: Any,
+        opt_state: Any,
+        step: jax.Array,
+    ) -> dict[str, jax.Array]:
+        objective_losses = aux["objective_losses"]
+        metrics: dict[str, jax.Array] = {}
+        if self.method == "modpo":
+            metrics["loss"] = value
+        else:
+            metrics["loss"] = self.weights @ objective_losses
+        for k, name in enumerate(self.objectives):
+            metrics[f"loss/{name}"] = objective_losses[k]
+        metrics.update(
+            preference_metrics(
+                aux["logps"],
+                batch.signs,
+                batch.labeled,
+                ref_logps=None if self.reference == "none" else aux["ref_logps"],
+                beta=self.beta,
+                objectives=self.objectives,
+                lengths=aux["counts"] if self.method == "amopo" else None,
+            )
+        )
+        metrics["update_norm"] = optax.tree.norm(updates)
+        if self.stacked:
+            metrics.update(self._aggregation_metrics(grads, opt_state))
+        else:
+            metrics["grad_norm"] = optax.tree.norm(grads)
+        learning_rate = _first(opt_state, "learning_rate")
+        if self.schedule is not None:
+            metrics["learning_rate"] = jnp.asarray(self.schedule(step), jnp.float32)
+        elif learning_rate is not None and jnp.ndim(learning_rate) == 0:
+            metrics["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+        return {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
+
+    def _aggregation_metrics(self, grads: Any, opt_state: Any) -> dict[str, jax.Array]:
+        k = self.num_objectives
+        names = self.objectives
+        weights = self.weights
+
+        def k_shaped(key: str, shape: tuple[int, ...]) -> jax.Array | None:
+            value = _first(opt_state, key)
+            if value is None or jnp.shape(value) != shape:
+                return None
+            return jnp.asarray(value, jnp.float32)
+
+        gram = k_shaped("gram", (k, k))
+        if gram is None:  # the chain records no Gram matrix (K unknown at init): compute it
+            gram = raco_jax.gram_matrix(grads)
+        coefficients = k_shaped("coefficients", (k,))
+        dual = k_shaped("dual", (k,))
+        out: dict[str, jax.Array] = {}
+        diag = jnp.diagonal(gram)
+        for i, name in enumerate(names):
+            out[f"grad_norm/{name}"] = _safe_sqrt(diag[i])
+        out["grad_norm/anchor"] = _safe_sqrt(weights @ gram @ weights)
+        out["grad_norm"] = (
+            out["grad_norm/anchor"]
+            if coefficients is None
+            else _safe_sqrt(coefficients @ gram @ coefficients)
+        )
+        for i in range(k):
+            for j in range(i + 1, k):
+                den = diag[i] * diag[j]
+                cos = jnp.where(
+                    den > 0, gram[i, j] * jax.lax.rsqrt(jnp.where(den > 0, den, 1.0)), 0.0
+                )
+                out[f"aggregation/cos/{names[i]}/{names[j]}"] = cos
+        if coefficients is not None:
+            for i, name in enumerate(names):
+                out[f"aggregation/coefficients/{name}"] = coefficients[i]
+        if dual is not None:
+            for i, name in enumerate(names):
+                out[f"aggregation/dual/{name}"] = dual[i]
+            if self.method in ("raco", "cagrad"):  # clip activity: k with p*_k > w_k
+                out["aggregation/num_clipped"] = jnp.sum(dual > weights + 1e-6)
+        for key in ("duality_gap", "num_conflicts", "cos_update_anchor"):
+            value = _first(opt_state, key)
+            if value is not None and jnp.ndim(value) == 0:
+                out[f"aggregation/{key}"] = value
+        return out
+
+
+def make_train_step(
+    model: nnx.Module, tx: optax.GradientTransformation, **kwargs: Any
+) -> tuple[TrainStep, TrainState]:
+    """Builds a :class:`TrainStep` and its initial state: ``step, state = make_train_step(...)``.
+
+    Keyword arguments are those of :class:`TrainStep`, plus ``reference_model`` for ``init``.
+
+    Example:
+      >>> from flax import nnx
+      >>> from raco_jax.models import Decoder, ModelConfig
+      >>> from raco_jax.train import make_optimizer, make_train_step
+      >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+      ...                      intermediate_size=32, num_layers=1, num_heads=2)
+      >>> model = Decoder(config, rngs=nnx.Rngs(0))
+      >>> step, state = make_train_step(model, make_optimizer("raco", (0.5, 0.5)), method="raco",
+      ...                               objectives=("a", "b"), weights=(0.5, 0.5))
+      >>> int(state.step)
+      0
+    """
+    reference_model = kwargs.pop("reference_model", None)
+    step = TrainStep(model, tx, **kwargs)
+    return step, step.init(model, reference_model=reference_model)
