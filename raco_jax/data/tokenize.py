@@ -314,7 +314,9 @@ class TokenizedPairs:
                 n = len(ids)
                 input_ids[offset + r, :n] = ids
                 attention_mask[offset + r, :n] = 1
-                loss_mask[offset + r, prompt_length:n] = real[r]
+                # The first token has no prediction: it is never scored, even with an empty
+                # prompt and no BOS.
+                loss_mask[offset + r, max(prompt_length, 1) : n] = real[r]
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
