@@ -38,6 +38,7 @@ __all__ = [
     "PCGradState",
     "StackedAccumulationState",
     "accumulate_objectives",
+    "align",
     "cagrad",
     "cagrad_coefficients",
     "clipped_cagrad",
@@ -54,4 +55,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"raco_jax.{name}")
+    if name == "align":  # the alignment run; loads flax, transformers and datasets on first use
+        return importlib.import_module("raco_jax.train.align").align
     raise AttributeError(f"module 'raco_jax' has no attribute {name!r}")

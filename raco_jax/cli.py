@@ -8,6 +8,15 @@ Sub-commands:
 
 * ``raco-jax toy [--quick] [--output-dir DIR]``: the analytic toy benchmark
   (:func:`raco_jax.toy.run_benchmark`): trajectory plots, a Markdown/CSV table and a JSON dump.
+* ``raco-jax align [--config FILE] [--preset NAME] [flags]``: one alignment run
+  (:func:`raco_jax.train.align.align`); every :class:`~raco_jax.train.config.AlignConfig` field
+  is a flag (``--learning-rate``, ``--mesh 1,-1,1``, ...). Prints the summary and where the
+  final model is.
+* ``raco-jax sweep [align flags] (--grid N | --weights-grid W;W;...) [--methods a,b]
+  [--judge SPEC ...]``: one run per method and weight vector, resumable, then the evaluation
+  and the Pareto front (:func:`raco_jax.train.sweep.run_sweep`).
+* ``raco-jax evaluate --runs DIR [DIR ...] --data FILES --judge SPEC ...``: the evaluation
+  and front of saved runs (:func:`raco_jax.train.sweep.evaluate_runs`).
 """
 
 from __future__ import annotations
@@ -69,8 +78,70 @@ def _add_toy(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_cmd_toy)
 
 
-# Later sub-commands (align, sweep, evaluate, demo) register here the same way.
-_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_toy,)
+def _run_failure(err: BaseException) -> int:
+    """Prints a run's failure as one clear message; returns the exit status."""
+    from raco_jax.train.logs import describe_failure
+
+    message = str(err) if isinstance(err, (ValueError, MemoryError)) else describe_failure(err)
+    notes = getattr(err, "__notes__", None)
+    if notes:
+        message = "\n".join([message, *notes])
+    print(f"raco-jax: error: {message}", file=sys.stderr)
+    return 2 if isinstance(err, ValueError) else 1
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from raco_jax.train.align import align
+    from raco_jax.train.config import config_from_args
+    from raco_jax.train.logs import NonFiniteLossError
+
+    try:
+        config = config_from_args(args)
+        result = align(config, progress=not args.quiet)
+    except (ValueError, MemoryError, NonFiniteLossError, FileNotFoundError) as err:
+        return _run_failure(err)
+    print(f"final model: {result.final_dir}")
+    print(f"checkpoints: {result.checkpoint_dir}")
+    return 0
+
+
+def _add_align(subparsers: argparse._SubParsersAction) -> None:
+    from raco_jax.train.config import add_config_flags
+
+    parser = subparsers.add_parser(
+        "align",
+        help="align a model on multi-objective preference pairs (RACO and baselines)",
+        description=(
+            "Runs one alignment run: loads the model and the preference data, trains with the "
+            "chosen method (raco: clipped CAGrad over one DPO loss per objective), checkpoints, "
+            "evaluates, and exports the aligned model to <output-dir>/final in Hugging Face "
+            "layout. Settings come from --preset, then --config FILE (YAML or TOML), then flags."
+        ),
+    )
+    add_config_flags(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary text")
+    parser.set_defaults(handler=_cmd_align)
+
+
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from raco_jax.train.sweep import add_sweep_parser
+
+    add_sweep_parser(subparsers)
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    from raco_jax.train.sweep import add_evaluate_parser
+
+    add_evaluate_parser(subparsers)
+
+
+# Later sub-commands (demo) register here the same way.
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_toy,
+    _add_align,
+    _add_sweep,
+    _add_evaluate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

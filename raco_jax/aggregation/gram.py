@@ -58,10 +58,11 @@ def num_objectives(stacked: Any, *, argname: str = "stacked") -> int:
 
 
 def _leaf_gram(leaf: jax.Array) -> jax.Array:
-    k = leaf.shape[0]
-    flat = jnp.reshape(leaf, (k, -1))
-    return jnp.einsum(
-        "kp,lp->kl", flat, flat, precision=_HIGHEST, preferred_element_type=jnp.float32
+    # Contract every non-objective axis in place: reshaping to [K, -1] would force XLA to
+    # all-gather a leaf sharded on a later axis; this way only K x K partial sums are reduced.
+    axes = tuple(range(1, leaf.ndim))
+    return jnp.tensordot(
+        leaf, leaf, axes=(axes, axes), precision=_HIGHEST, preferred_element_type=jnp.float32
     ).astype(jnp.float32)
 
 

@@ -47,7 +47,7 @@ class AlignConfig:
     Example:
         >>> from raco_jax.train.config import AlignConfig
         >>> cfg = AlignConfig(model="Qwen/Qwen3-0.6B", dataset="PKU-Alignment/PKU-SafeRLHF",
-        ...                   schema="pku_saferlhf", objectives=("helpful", "harmless"),
+        ...                   schema="pku-saferlhf", objectives=("helpful", "harmless"),
         ...                   weights=(0.7, 0.3))
         >>> cfg.method, cfg.c, cfg.beta
         ('raco', 0.4, 0.1)
@@ -71,6 +71,10 @@ class AlignConfig:
     label_smoothing: float = 0.0
     aggregate_at: str = "batch"
     reference: str = "precomputed"
+    # MODPO only: the target objective (default: the first) and one margin reward model per
+    # other objective, in objective order (HF directories; margin reward beta * log(pi_j/pi_ref))
+    modpo_target: str | None = None
+    margin_models: tuple[str, ...] = ()
     # optimisation
     learning_rate: float = 1e-6
     weight_decay: float = 0.0
@@ -99,6 +103,9 @@ class AlignConfig:
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     remat: bool = False
+    # project hidden states to logits this many positions at a time, so the [2B, T, vocab]
+    # float32 logits are never built (None: full logits; e.g. 256 for a 150k vocabulary)
+    time_chunk_size: int | None = None
     # run management
     seed: int = 0
     eval_every: int = 0
@@ -151,21 +158,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-safety": {
         **_PAPER,
         "dataset": "PKU-Alignment/PKU-SafeRLHF",
-        "schema": "pku_saferlhf",
+        "schema": "pku-saferlhf",
         "objectives": ("helpful", "harmless"),
         "weights": (0.5, 0.5),
     },
     "paper-reddit": {
         **_PAPER,
         "dataset": "RACOo/RedditSummary-Alignment",
-        "schema": "reddit_summary",
+        "schema": "reddit-summary",
         "objectives": ("quality", "conciseness"),
         "weights": (0.5, 0.5),
     },
     "paper-reddit-3": {
         **_PAPER,
         "dataset": "RACOo/RedditSummary-Alignment",
-        "schema": "reddit_summary",
+        "schema": "reddit-summary",
         "objectives": ("quality", "conciseness", "faithfulness"),
         "weights": (1 / 3, 1 / 3, 1 / 3),
     },
@@ -453,10 +460,41 @@ def validate_config(
         raise ValueError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}.")
     if config.max_steps is not None and config.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {config.max_steps}.")
+    if config.time_chunk_size is not None and config.time_chunk_size < 1:
+        raise ValueError(f"time_chunk_size must be >= 1 or None, got {config.time_chunk_size}.")
     if config.lora_rank < 0:
         raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {config.lora_rank}.")
     if config.reference == "lora_base" and config.lora_rank == 0:
         raise ValueError("reference='lora_base' needs LoRA (lora_rank > 0).")
+    if not 0 <= config.eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {config.eval_fraction}.")
+    if config.eval_every < 0 or config.log_every < 0 or config.save_every < 0:
+        raise ValueError("eval_every, log_every and save_every must be >= 0 (0: off).")
+    if config.eval_every > 0 and config.eval_split is None and config.eval_fraction == 0:
+        raise ValueError(
+            f"eval_every={config.eval_every} needs held-out pairs: set eval_split (a split name "
+            "of the dataset) or eval_fraction (a share of the training pairs, e.g. 0.05)."
+        )
+    if config.epochs <= 0:
+        raise ValueError(f"epochs must be > 0, got {config.epochs}.")
+    if config.method == "modpo":
+        if k < 2:
+            raise ValueError("method='modpo' needs at least 2 objectives (a target and others).")
+        target = config.modpo_target if config.modpo_target is not None else config.objectives[0]
+        if target not in config.objectives:
+            raise ValueError(
+                f"modpo_target {target!r} is not one of the objectives {list(config.objectives)}."
+            )
+        if config.weights[config.objectives.index(target)] <= 0:
+            raise ValueError(f"modpo_target {target!r} must have a positive weight for MODPO.")
+        if len(config.margin_models) != k - 1:
+            others = [o for o in config.objectives if o != target]
+            raise ValueError(
+                f"method='modpo' needs one margin reward model per objective other than the "
+                f"target {target!r} ({', '.join(others)}): --margin-models DIR[,DIR] (Hugging "
+                f"Face directories, e.g. DPO models trained on each of them; the margin reward "
+                f"is beta * (log pi_j - log pi_ref)); got {len(config.margin_models)}."
+            )
     if num_devices is not None:
         resolve_mesh_shape(config.mesh, num_devices)
     if schema_objectives is not None:

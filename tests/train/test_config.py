@@ -87,3 +87,18 @@ def test_unknown_fields_and_bad_values_name_the_field() -> None:
     with pytest.raises(ValueError, match="'batch_size'"):
         config_from_mapping({"batch_size": "many"})
     assert AlignConfig().to_dict()["lora_targets"][0] == "q_proj"
+
+
+def test_modpo_and_evaluation_fields_are_checked() -> None:
+    modpo = config_from_mapping({**GOOD, "method": "modpo", "margin_models": "m1"})
+    assert validate_config(modpo).margin_models == ("m1",)
+    with pytest.raises(ValueError, match="one margin reward model per objective"):
+        validate_config(modpo.replace(margin_models=()))
+    with pytest.raises(ValueError, match="modpo_target 'x' is not one of the objectives"):
+        validate_config(modpo.replace(modpo_target="x"))
+    with pytest.raises(ValueError, match="needs held-out pairs"):
+        validate_config(config_from_mapping({**GOOD, "eval_every": 10}))
+    assert validate_config(config_from_mapping({**GOOD, "eval_every": 10, "eval_fraction": 0.1}))
+    with pytest.raises(ValueError, match="time_chunk_size must be >= 1"):
+        validate_config(config_from_mapping({**GOOD, "time_chunk_size": 0}))
+    assert config_from_args(["--time-chunk-size", "256"]).time_chunk_size == 256
