@@ -58,12 +58,23 @@ def num_objectives(stacked: Any, *, argname: str = "stacked") -> int:
 
 
 def _leaf_gram(leaf: jax.Array) -> jax.Array:
-    # Contract every non-objective axis in place: reshaping to [K, -1] would force XLA to
-    # all-gather a leaf sharded on a later axis; this way only K x K partial sums are reduced.
-    axes = tuple(range(1, leaf.ndim))
-    return jnp.tensordot(
-        leaf, leaf, axes=(axes, axes), precision=_HIGHEST, preferred_element_type=jnp.float32
-    ).astype(jnp.float32)
+    k = leaf.shape[0]
+    if leaf.ndim <= 2 or jax.device_count() == 1:
+        # One device: the [K, -1] view is free and XLA:CPU's 2-D dot is 3-5x faster than a dot
+        # with several contracting axes.
+        flat = jnp.reshape(leaf, (k, -1))
+        gram = jnp.einsum(
+            "kp,lp->kl", flat, flat, precision=_HIGHEST, preferred_element_type=jnp.float32
+        )
+    else:
+        # Several devices: contract the non-objective axes in place. Reshaping a leaf sharded on
+        # a later axis (FSDP, tensor parallel) would make XLA all-gather it; this way only K x K
+        # partial sums cross devices.
+        axes = tuple(range(1, leaf.ndim))
+        gram = jnp.tensordot(
+            leaf, leaf, axes=(axes, axes), precision=_HIGHEST, preferred_element_type=jnp.float32
+        )
+    return gram.astype(jnp.float32)
 
 
 def gram_matrix(stacked: Any) -> jax.Array:
