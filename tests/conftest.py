@@ -39,3 +39,11 @@ def shared_dir() -> pathlib.Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"../shared not found beside the clone ({SHARED_DIR}); real-data tests skipped")
     return SHARED_DIR
+
+
+# CI runs a fixed, reproducible set of hypothesis examples; local runs keep exploring new ones.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

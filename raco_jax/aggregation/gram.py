@@ -88,6 +88,9 @@ def gram_matrix(stacked: Any) -> jax.Array:
     tree is never ravelled: under a mesh each leaf's partial Gram is reduced by XLA, so the only
     extra communication is K x K scalars per leaf.
 
+    Squared norms below float32's normal range (gradients of norm below about 1e-19) underflow
+    to 0 and such objectives read as zero gradients.
+
     Args:
       stacked: a pytree whose leaves have shape ``[K, *param_shape]`` (any float dtype).
 
