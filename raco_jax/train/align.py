@@ -566,26 +566,12 @@ class _Batches:
 
 def _make_eval_fn(step: Any) -> Any:
     """Jitted losses and TRL metrics of the policy on a batch, without an update."""
-    from raco_jax.preference import objective_counts, preference_metrics
+    from raco_jax.preference import objective_counts
 
     def evaluate(state: Any, batch: Any) -> tuple[dict[str, jax.Array], jax.Array]:
         normalizer = objective_counts(batch.signs, batch.labeled, step.exclude_ties)
         value, aux = step._losses(state.params, state.rest, state.ref_state, batch, normalizer)
-        objective_losses = aux["objective_losses"]
-        metrics = {"loss": value if step.method == "modpo" else step.weights @ objective_losses}
-        for k, name in enumerate(step.objectives):
-            metrics[f"loss/{name}"] = objective_losses[k]
-        metrics.update(
-            preference_metrics(
-                aux["logps"],
-                batch.signs,
-                batch.labeled,
-                ref_logps=None if step.reference == "none" else aux["ref_logps"],
-                beta=step.beta,
-                objectives=step.objectives,
-                lengths=aux["counts"] if step.method == "amopo" else None,
-            )
-        )
+        metrics = step.loss_metrics(batch, value, aux)
         metrics = {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
         return metrics, objective_counts(batch.signs, batch.labeled)
 

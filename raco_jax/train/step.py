@@ -671,16 +671,15 @@ class TrainStep:
             out[name] = jnp.concatenate([value[:, :half].reshape(-1), value[:, half:].reshape(-1)])
         return out
 
-    def _metrics(
-        self,
-        batch: PreferenceBatch,
-        value: jax.Array,
-        aux: dict[str, jax.Array],
-        grads: Any,
-        updates: Any,
-        opt_state: Any,
-        step: jax.Array,
+    def loss_metrics(
+        self, batch: PreferenceBatch, value: jax.Array, aux: dict[str, jax.Array]
     ) -> dict[str, jax.Array]:
+        """The loss-side metrics of a batch (training and evaluation share them).
+
+        ``loss`` (the weighted loss, or MODPO's own), ``loss/<objective>`` and the TRL-style
+        ``rewards/<objective>/...`` and ``logps/...`` metrics, from the value and auxiliary
+        outputs of the step's loss function.
+        """
         objective_losses = aux["objective_losses"]
         metrics: dict[str, jax.Array] = {}
         if self.method == "modpo":
@@ -700,6 +699,19 @@ class TrainStep:
                 lengths=aux["counts"] if self.method == "amopo" else None,
             )
         )
+        return metrics
+
+    def _metrics(
+        self,
+        batch: PreferenceBatch,
+        value: jax.Array,
+        aux: dict[str, jax.Array],
+        grads: Any,
+        updates: Any,
+        opt_state: Any,
+        step: jax.Array,
+    ) -> dict[str, jax.Array]:
+        metrics = self.loss_metrics(batch, value, aux)
         metrics["update_norm"] = optax.tree.norm(updates)
         if self.stacked:
             metrics.update(self._aggregation_metrics(grads, opt_state))
