@@ -135,8 +135,14 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     add_evaluate_parser(subparsers)
 
 
-# Later sub-commands (demo) register here the same way.
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    from raco_jax.demo.run import add_demo_parser
+
+    add_demo_parser(subparsers)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_demo,
     _add_toy,
     _add_align,
     _add_sweep,
