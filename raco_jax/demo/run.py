@@ -370,24 +370,6 @@ def prepare(config: DemoConfig, on_progress: Callable[[str, int], None] | None =
     )
 
 
-def _clipped_cagrad(weights: Any, c: Any) -> Any:
-    import raco_jax
-
-    return raco_jax.clipped_cagrad(weights, c)
-
-
-def _cagrad(weights: Any, c: Any) -> Any:
-    import raco_jax
-
-    return raco_jax.cagrad(c, weights=weights)
-
-
-def _weighted_sum(weights: Any) -> Any:
-    import raco_jax
-
-    return raco_jax.weighted_sum(weights)
-
-
 def demo_optimizer(
     method: str,
     weights: Sequence[float],
@@ -420,23 +402,11 @@ def demo_optimizer(
       >>> state[0].hyperparams["weights"].tolist()
       [0.20000000298023224, 0.800000011920929]
     """
-    import jax.numpy as jnp
-    import optax
+    from raco_jax.train import make_optimizer
 
-    w = jnp.asarray(weights, jnp.float32)
-    if method == "raco":
-        head = optax.inject_hyperparams(_clipped_cagrad)(weights=w, c=c)
-    elif method == "cagrad":
-        head = optax.inject_hyperparams(_cagrad)(weights=w, c=c)
-    elif method == "dpo-lw":
-        head = optax.inject_hyperparams(_weighted_sum)(weights=w)
-    else:
+    if method not in DEMO_METHODS:
         raise ValueError(f"method must be one of {DEMO_METHODS}, got {method!r}")
-    return optax.chain(
-        head,
-        optax.clip_by_global_norm(max_grad_norm),
-        optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate, weight_decay=0.0),
-    )
+    return make_optimizer(method, weights, learning_rate, c, max_grad_norm, injectable_weights=True)
 
 
 class Aligner:

@@ -360,27 +360,10 @@ def make_schedule(config: AlignConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
-def _aggregator(
-    method: str, weights: Sequence[float], c: float, seed: int
-) -> optax.GradientTransformation:
-    """The aggregator heading the chain of a stacked method (for per-micro-batch aggregation)."""
-    import raco_jax
-
-    if method == "raco":
-        return raco_jax.clipped_cagrad(weights, c)
-    if method == "cagrad":
-        return raco_jax.cagrad(c, weights=weights)
-    if method == "dpo-lw":
-        return raco_jax.weighted_sum(weights)
-    if method == "mgda":
-        return raco_jax.mgda(num_objectives=len(weights))
-    return raco_jax.pcgrad(seed, num_objectives=len(weights))
-
-
 def _optimizer(
     config: AlignConfig, schedule: optax.Schedule, per_micro_batch: bool
 ) -> optax.GradientTransformation:
-    from raco_jax.train.step import make_optimizer
+    from raco_jax.train.step import make_aggregator, make_optimizer
 
     if not per_micro_batch:
         return make_optimizer(
@@ -401,7 +384,7 @@ def _optimizer(
         )
     )
     return optax.chain(
-        _aggregator(config.method, config.weights, config.c, config.seed),
+        make_aggregator(config.method, config.weights, config.c, config.seed),
         optax.MultiSteps(optax.chain(*tail), every_k_schedule=config.micro_batches),
     )
 

@@ -94,6 +94,46 @@ class TrainState(NamedTuple):
     ref_state: Any = None
 
 
+def make_aggregator(
+    method: str,
+    weights: Sequence[float] | jax.Array,
+    c: float = 0.4,
+    seed: int = 0,
+    injectable_weights: bool = False,
+) -> optax.GradientTransformation | None:
+    """The raco_jax aggregator that heads a stacked method's chain (None for scalar methods).
+
+    ``raco``: ``clipped_cagrad(weights, c)``; ``cagrad``: ``cagrad(c, weights)``; ``dpo-lw``:
+    ``weighted_sum(weights)``; ``mgda``: ``mgda(K)``; ``pcgrad``: ``pcgrad(seed, K)``; ``dpo``,
+    ``amopo`` and ``modpo`` have none. With ``injectable_weights`` the weighted aggregators are
+    built through ``optax.inject_hyperparams``, so the weights (and c) live in the optimizer
+    state and one compiled step serves every weight vector.
+
+    Example:
+      >>> from raco_jax.train import make_aggregator
+      >>> tx = make_aggregator("raco", (0.7, 0.3), injectable_weights=True)
+      >>> [round(w, 4) for w in tx.init(None).hyperparams["weights"].tolist()]
+      [0.7, 0.3]
+    """
+    _check_method(method)
+    weights = validate_weights(weights)
+    k = int(weights.shape[0])
+    if method in ("raco", "cagrad", "dpo-lw"):
+        factory, kwargs = {
+            "raco": (raco_jax.clipped_cagrad, {"weights": weights, "c": c}),
+            "cagrad": (raco_jax.cagrad, {"weights": weights, "c": c}),
+            "dpo-lw": (raco_jax.weighted_sum, {"weights": weights}),
+        }[method]
+        if injectable_weights:
+            factory = optax.inject_hyperparams(factory)
+        return factory(**kwargs)
+    if method == "mgda":
+        return raco_jax.mgda(num_objectives=k)
+    if method == "pcgrad":
+        return raco_jax.pcgrad(seed, num_objectives=k)
+    return None
+
+
 def make_optimizer(
     method: str,
     weights: Sequence[float] | jax.Array,
@@ -102,13 +142,13 @@ def make_optimizer(
     max_grad_norm: float | None = 1.0,
     weight_decay: float = 0.0,
     seed: int = 0,
+    injectable_weights: bool = False,
 ) -> optax.GradientTransformation:
     """The paper's optimizer chain for a method: aggregator, global-norm clip at 1.0, AdamW.
 
-    ``raco``: ``clipped_cagrad(weights, c)``; ``cagrad``: ``cagrad(c, weights)``; ``dpo-lw``:
-    ``weighted_sum(weights)``; ``mgda``: ``mgda(K)``; ``pcgrad``: ``pcgrad(seed, K)``; the
-    scalar methods (``dpo``, ``amopo``, ``modpo``) get no aggregator. AdamW is wrapped in
-    ``optax.inject_hyperparams`` so the step can report ``learning_rate``.
+    The aggregator comes from :func:`make_aggregator` (none for the scalar methods ``dpo``,
+    ``amopo``, ``modpo``). AdamW is wrapped in ``optax.inject_hyperparams`` so the step can
+    report ``learning_rate``.
 
     Args:
       method: one of :data:`METHODS`.
@@ -118,6 +158,7 @@ def make_optimizer(
       max_grad_norm: global-norm clip after aggregation (None: no clip).
       weight_decay: AdamW's decoupled weight decay.
       seed: PCGrad's projection-order seed.
+      injectable_weights: keep the weights in the optimizer state (see :func:`make_aggregator`).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -128,20 +169,8 @@ def make_optimizer(
       >>> type(tx).__name__
       'GradientTransformationExtraArgs'
     """
-    _check_method(method)
-    weights = validate_weights(weights)
-    k = int(weights.shape[0])
-    head: list[optax.GradientTransformation] = []
-    if method == "raco":
-        head = [raco_jax.clipped_cagrad(weights, c)]
-    elif method == "cagrad":
-        head = [raco_jax.cagrad(c, weights=weights)]
-    elif method == "dpo-lw":
-        head = [raco_jax.weighted_sum(weights)]
-    elif method == "mgda":
-        head = [raco_jax.mgda(num_objectives=k)]
-    elif method == "pcgrad":
-        head = [raco_jax.pcgrad(seed, num_objectives=k)]
+    aggregator = make_aggregator(method, weights, c, seed, injectable_weights)
+    head = [] if aggregator is None else [aggregator]
     tail: list[optax.GradientTransformation] = []
     if max_grad_norm is not None:
         tail.append(optax.clip_by_global_norm(max_grad_norm))
