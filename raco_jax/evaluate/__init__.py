@@ -4,7 +4,9 @@ A weight sweep is evaluated in three steps: score each run's responses to held-o
 a judge (:mod:`raco_jax.evaluate.judges`; higher is better on every objective), summarise them
 per run (:func:`summarize_scores`), and compare the methods' fronts
 (:mod:`raco_jax.evaluate.pareto`, :mod:`raco_jax.evaluate.report`) by hypervolume with a stated
-reference point and normalisation, and by win rate (wins + 0.5 ties) / n.
+reference point and normalisation, and by win rate (wins + 0.5 ties) / n. Without generation,
+:func:`evaluate_preference_runs` scores saved runs on held-out preference pairs (implicit-reward
+accuracy, margin and DPO loss per objective, :mod:`raco_jax.evaluate.preferences`).
 
 Importing this package needs only NumPy; matplotlib, torch and transformers are imported by
 the functions that need them.
@@ -39,6 +41,11 @@ from raco_jax.evaluate.pareto import (
     pareto_front,
     win_rate,
 )
+from raco_jax.evaluate.preferences import (
+    PreferenceEvaluation,
+    evaluate_preference_runs,
+    pair_metrics,
+)
 from raco_jax.evaluate.report import (
     FrontReport,
     front_table,
@@ -56,11 +63,14 @@ __all__ = [
     "Judge",
     "LengthJudge",
     "LexiconJudge",
+    "PreferenceEvaluation",
     "RewardModelJudge",
     "dominates",
+    "evaluate_preference_runs",
     "front_table",
     "hypervolume",
     "method_hypervolumes",
+    "pair_metrics",
     "pareto_front",
     "plot_fronts",
     "summarize_scores",

@@ -32,6 +32,7 @@ from raco_jax.models.hf_io import (
     from_pretrained,
     hf_param_map,
     load_hf_tensors,
+    load_tokenizer,
     model_from_tensors,
     read_safetensors,
     save_pretrained,
@@ -60,6 +61,8 @@ _LAZY_NAMES = {
     "apply_lora": "raco_jax.models.lora",
     "merge_lora": "raco_jax.models.lora",
     "lora_params": "raco_jax.models.lora",
+    "save_lora_adapters": "raco_jax.models.lora",
+    "load_lora_adapters": "raco_jax.models.lora",
 }
 _LAZY_MODULES = ("raco_jax.models.generation", "raco_jax.models.lora", "raco_jax.models.gguf_io")
 
@@ -76,6 +79,7 @@ __all__ = [
     "from_pretrained",
     "hf_param_map",
     "load_hf_tensors",
+    "load_tokenizer",
     "logical_axes",
     "logical_to_mesh_axes",
     "make_mesh",

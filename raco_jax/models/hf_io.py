@@ -40,6 +40,7 @@ __all__ = [
     "from_pretrained",
     "hf_param_map",
     "load_hf_tensors",
+    "load_tokenizer",
     "model_from_tensors",
     "read_safetensors",
     "save_pretrained",
@@ -469,8 +470,9 @@ def from_pretrained(
 
     Args:
         path_or_id: a local directory with ``config.json`` and safetensors (one file, or shards
-            with ``model.safetensors.index.json``), or a hub repo id (downloads only
-            ``*.safetensors`` and ``*.json``; respects ``HF_HUB_OFFLINE``).
+            with ``model.safetensors.index.json``), a hub repo id (downloads only
+            ``*.safetensors`` and ``*.json``; respects ``HF_HUB_OFFLINE``), or a ``.gguf`` file
+            (read by :func:`raco_jax.models.gguf_io.from_gguf`).
         dtype: compute dtype.
         param_dtype: parameter dtype (default: ``dtype``).
         mesh: place each tensor directly onto its sharding on this mesh.
@@ -493,6 +495,12 @@ def from_pretrained(
         >>> config.model_type
         'qwen3'
     """
+    if _is_gguf(path_or_id):
+        from raco_jax.models.gguf_io import from_gguf
+
+        return from_gguf(
+            path_or_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat
+        )
     directory = _resolve_checkpoint(path_or_id, revision)
     config = ModelConfig.from_hf(directory)
     tensors = load_hf_tensors(directory)
@@ -500,6 +508,35 @@ def from_pretrained(
         config, tensors, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat
     )
     return model, config
+
+
+def _is_gguf(path_or_id: str | os.PathLike) -> bool:
+    return str(path_or_id).lower().endswith(".gguf")
+
+
+def load_tokenizer(path_or_id: str | os.PathLike) -> Any:
+    """The tokenizer of a checkpoint directory, hub id or ``.gguf`` file.
+
+    ``AutoTokenizer.from_pretrained`` for directories and hub ids; for a ``.gguf`` file the
+    tokenizer stored in it (:func:`raco_jax.models.gguf_io.gguf_tokenizer`, cached on first use).
+
+    Example:
+        >>> import tempfile
+        >>> from raco_jax.data import byte_tokenizer
+        >>> from raco_jax.models.hf_io import load_tokenizer
+        >>> d = tempfile.mkdtemp()
+        >>> _ = byte_tokenizer("chatml").save_pretrained(d)
+        >>> tokenizer = load_tokenizer(d)
+        >>> tokenizer.decode(tokenizer("hi")["input_ids"], skip_special_tokens=True)
+        'hi'
+    """
+    if _is_gguf(path_or_id):
+        from raco_jax.models.gguf_io import gguf_tokenizer
+
+        return gguf_tokenizer(path_or_id)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path_or_id)
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -52,9 +52,11 @@ __all__ = [
     "LoRALinear",
     "LoRAParam",
     "apply_lora",
+    "load_lora_adapters",
     "lora_disabled",
     "lora_params",
     "merge_lora",
+    "save_lora_adapters",
     "without_lora",
 ]
 
@@ -486,3 +488,168 @@ def merge_lora(model: Decoder) -> Decoder:
             value = base[path].get_value()
         filled.append((path, variable.replace(value)))
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
+
+
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+def _adapter_stems(model: Decoder) -> dict[tuple[Any, ...], str]:
+    """Module path of every `LoRALinear` -> its PEFT tensor stem (``base_model.model.<key>``)."""
+    from raco_jax.models.hf_io import hf_param_map
+
+    by_path = {path: key for key, (path, _) in hf_param_map(model.config).items()}
+    stems = {}
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, LoRALinear):
+            key = by_path[(*tuple(path), "kernel")]
+            stems[tuple(path)] = "base_model.model." + key[: -len(".weight")]
+    return stems
+
+
+def save_lora_adapters(
+    model: Decoder, directory: Any, config: LoRAConfig, base_model: str = ""
+) -> None:
+    """Write the adapters alone in PEFT layout: ``adapter_model.safetensors`` (float32,
+    ``lora_A [r, in]`` / ``lora_B [out, r]`` per projection) and ``adapter_config.json``.
+
+    PEFT (``PeftModel.from_pretrained``) and :func:`load_lora_adapters` read the directory.
+
+    Args:
+        model: a `Decoder` holding adapters (:func:`apply_lora`).
+        directory: output directory (created if needed).
+        config: the adapters' :class:`LoRAConfig` (rank, alpha, target modules).
+        base_model: written as ``base_model_name_or_path``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from flax import nnx
+        >>> from raco_jax.models import Decoder, ModelConfig
+        >>> from raco_jax.models.lora import LoRAConfig, apply_lora, save_lora_adapters
+        >>> c = ModelConfig(model_type="llama", vocab_size=32, hidden_size=16,
+        ...                 intermediate_size=32, num_layers=1, num_heads=2)
+        >>> lora = LoRAConfig(rank=2, alpha=4.0, target_modules=("q_proj", "v_proj"))
+        >>> model = apply_lora(Decoder(c, rngs=nnx.Rngs(0)), lora, rngs=nnx.Rngs(1))
+        >>> d = tempfile.mkdtemp()
+        >>> save_lora_adapters(model, d, lora)
+        >>> sorted(os.listdir(d))
+        ['adapter_config.json', 'adapter_model.safetensors']
+    """
+    import json
+    import pathlib
+
+    import safetensors.numpy
+
+    stems = _adapter_stems(model)
+    if not stems:
+        raise ValueError("model holds no LoRA adapters: nothing to save (apply_lora first).")
+    modules = dict((tuple(path), m) for path, m in nnx.iter_modules(model))
+    tensors = {}
+    for path, stem in stems.items():
+        module = modules[path]
+        a = np.asarray(jax.device_get(module.lora_a[...]), np.float32)
+        b = np.asarray(jax.device_get(module.lora_b[...]), np.float32)
+        rank = a.shape[-1]
+        tensors[f"{stem}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, rank).T)
+        tensors[f"{stem}.lora_B.weight"] = np.ascontiguousarray(b.reshape(rank, -1).T)
+    out = pathlib.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    safetensors.numpy.save_file(tensors, str(out / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base_model),
+        "r": config.rank,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": list(config.target_modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
+    (out / ADAPTER_CONFIG_FILE).write_text(json.dumps(adapter_config, indent=2) + "\n")
+
+
+def load_lora_adapters(model: Decoder, directory: Any) -> Decoder:
+    """Add the PEFT-layout adapters saved in ``directory`` to ``model`` (in place; returned).
+
+    The inverse of :func:`save_lora_adapters` (and reads PEFT's own ``save_pretrained`` output for
+    the same base model): :func:`apply_lora` with the saved rank, alpha and target modules, then
+    every ``lora_A`` / ``lora_B`` tensor into its layer, keeping each adapter's sharding.
+
+    Args:
+        model: the base `Decoder` the adapters were trained on, without adapters.
+        directory: holds ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+    Returns:
+        ``model``, now holding the loaded adapters.
+
+    Raises:
+        FileNotFoundError: a file is missing. ValueError: a tensor is missing, has the wrong
+            shape, or matches no adapted layer (a different base model).
+
+    Example:
+        >>> import tempfile
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from raco_jax.models import Decoder, ModelConfig
+        >>> from raco_jax.models.lora import (LoRAConfig, apply_lora, load_lora_adapters,
+        ...                                   save_lora_adapters)
+        >>> c = ModelConfig(model_type="llama", vocab_size=32, hidden_size=16,
+        ...                 intermediate_size=32, num_layers=1, num_heads=2)
+        >>> lora = LoRAConfig(rank=2, alpha=4.0, target_modules=("q_proj", "v_proj"))
+        >>> trained = apply_lora(Decoder(c, rngs=nnx.Rngs(0)), lora, rngs=nnx.Rngs(1))
+        >>> trained.layers[0].self_attn.v_proj.lora_b[...] = 0.1 * jnp.ones((2, 2, 8))
+        >>> d = tempfile.mkdtemp()
+        >>> save_lora_adapters(trained, d, lora)
+        >>> loaded = load_lora_adapters(Decoder(c, rngs=nnx.Rngs(0)), d)
+        >>> ids = jnp.array([[1, 2, 3]])
+        >>> bool(jnp.allclose(loaded(ids), trained(ids), atol=1e-6))
+        True
+    """
+    import json
+    import pathlib
+
+    import safetensors.numpy
+
+    root = pathlib.Path(directory)
+    for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"no {name} in {root}: not a LoRA adapter directory.")
+    saved = json.loads((root / ADAPTER_CONFIG_FILE).read_text())
+    targets = saved["target_modules"]
+    config = LoRAConfig(
+        rank=int(saved["r"]),
+        alpha=float(saved["lora_alpha"]),
+        target_modules=tuple([targets] if isinstance(targets, str) else targets),
+    )
+    apply_lora(model, config, rngs=nnx.Rngs(0))
+    tensors = safetensors.numpy.load_file(str(root / ADAPTER_WEIGHTS_FILE))
+    modules = dict((tuple(path), m) for path, m in nnx.iter_modules(model))
+    used = set()
+    for path, stem in _adapter_stems(model).items():
+        module = modules[path]
+        for attr, suffix in (("lora_a", "lora_A"), ("lora_b", "lora_B")):
+            key = f"{stem}.{suffix}.weight"
+            if key not in tensors:
+                raise ValueError(f"{root / ADAPTER_WEIGHTS_FILE} lacks {key}.")
+            variable = getattr(module, attr)
+            target_shape = tuple(variable.shape)
+            value = tensors[key].T  # PEFT stores A as [r, in] and B as [out, r]
+            if value.size != math.prod(target_shape):
+                raise ValueError(
+                    f"{key} has shape {tensors[key].shape}; the model's adapter needs "
+                    f"{target_shape} (a different base model or rank?)."
+                )
+            current = variable[...]
+            array = jnp.asarray(value.reshape(target_shape), current.dtype)
+            sharding = getattr(current, "sharding", None)
+            variable[...] = jax.device_put(array, sharding) if sharding is not None else array
+            used.add(key)
+    unused = sorted(set(tensors) - used)
+    if unused:
+        raise ValueError(
+            f"{len(unused)} adapter tensors match no adapted layer (e.g. {unused[0]}): the "
+            "adapters belong to a different base model."
+        )
+    return model

@@ -17,9 +17,9 @@
 3. **Model**: :func:`~raco_jax.models.from_pretrained` (``dtype``/``param_dtype``, placed on
    the mesh by the rules table), LoRA adapters when ``lora_rank > 0`` (only they are trained).
 4. **Reference**: ``precomputed`` log-probs of the starting policy for every pair (computed once
-   and cached under ``<output_dir>/cache/``, keyed by a fingerprint of the weights, the dtype
-   and the token ids, which in turn capture the tokenizer, its chat template, the data and the
-   max lengths: a stale cache is never reused), ``online`` (a frozen copy of the starting
+   and cached under ``cache_dir`` (default ``<output_dir>/cache/``; runs of a sweep share one),
+   keyed by a fingerprint of the weights, the dtype and the token ids, which in turn capture the
+   tokenizer, its chat template, the data and the max lengths: a stale cache is never reused), ``online`` (a frozen copy of the starting
    trainable state), or ``lora_base`` (online, where the copy is the adapters' zero update, so
    the reference is the base model at the cost of the adapters only). AMoPO is reference-free.
    MODPO's margin rewards come from ``margin_models`` (one per non-target objective) and are
@@ -78,10 +78,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -92,6 +90,12 @@ import numpy as np
 import optax
 
 from raco_jax.train.config import AlignConfig, resolve_mesh_shape, validate_config
+from raco_jax.train.pair_logps import (
+    cached_pair_logps,
+    pair_logps,
+    tokens_fingerprint,
+    weights_fingerprint,
+)
 
 __all__ = [
     "AlignResult",
@@ -112,6 +116,7 @@ RESUMABLE_CHANGES = (
     "epochs",
     "distributed",
     "output_dir",
+    "cache_dir",
     "mesh",
 )
 CHECKPOINT_DIR = "checkpoints"
@@ -389,109 +394,6 @@ def _optimizer(
     )
 
 
-# -- fingerprints and cached per-pair log-probs ---------------------------------------------
-
-
-def _hash_files(directory: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(
-        p for p in directory.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file()
-    )
-    for path in files:
-        if path.name.startswith("tokenizer") or path.name in ("chat_template.json",):
-            continue
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _hash_state(state: Any) -> str:
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        array = np.asarray(jax.device_get(leaf))
-        digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def _weights_fingerprint(path_or_id: str | None, model: Any) -> str:
-    """A content hash of a model's weights: its checkpoint files, or its parameters."""
-    if path_or_id:
-        from raco_jax.models.hf_io import _resolve_checkpoint
-
-        return _hash_files(_resolve_checkpoint(path_or_id, None))
-    from flax import nnx
-
-    return _hash_state(nnx.state(model, nnx.Param))
-
-
-def _tokens_fingerprint(tokenized: Any) -> str:
-    digest = hashlib.sha256()
-    for ids in (*tokenized.input_ids_a, *tokenized.input_ids_b):
-        digest.update(np.int64(len(ids)).tobytes())
-        digest.update(np.asarray(ids, np.int32).tobytes())
-    digest.update(np.asarray(tokenized.prompt_lengths_a, np.int32).tobytes())
-    digest.update(np.asarray(tokenized.prompt_lengths_b, np.int32).tobytes())
-    digest.update(f"pad={tokenized.pad_token_id};max={tokenized.max_length}".encode())
-    return digest.hexdigest()
-
-
-def _host(value: Any) -> np.ndarray:
-    """A (possibly sharded over several hosts) array as a NumPy array on every host."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
-    return np.asarray(jax.device_get(value))
-
-
-def _pair_logps(
-    model: Any, tokenized: Any, batch_size: int, mesh: Any, time_chunk_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed completion log-probs of every pair's two responses under ``model``: ``[N]`` each."""
-    from raco_jax.preference import make_batch
-    from raco_jax.train.mesh import shard_batch
-    from raco_jax.train.step import compute_reference_logps
-
-    n = len(tokenized)
-    logps_a = np.zeros(n, np.float32)
-    logps_b = np.zeros(n, np.float32)
-    for start in range(0, n, batch_size):
-        indices = list(range(start, min(start + batch_size, n)))
-        fields = tokenized.collate(indices, batch_size=batch_size)
-        batch = shard_batch(make_batch(**fields, validate=False), mesh)
-        out = _host(compute_reference_logps(model, batch, time_chunk_size=time_chunk_size))
-        logps_a[indices] = out[: len(indices)]
-        logps_b[indices] = out[batch_size : batch_size + len(indices)]
-    return logps_a, logps_b
-
-
-def _cached_pair_logps(
-    cache_dir: pathlib.Path,
-    kind: str,
-    key_parts: Sequence[str],
-    compute: Any,
-    log: Any,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``compute()`` once per key: reads or writes ``<cache_dir>/<kind>-<key>.npz``."""
-    key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:24]
-    path = cache_dir / f"{kind}-{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            log(f"{kind}: cached log-probs from {path}")
-            return cached["a"], cached["b"]
-    logps_a, logps_b = compute()
-    if jax.process_index() == 0:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, a=logps_a, b=logps_b)
-        os.replace(tmp, path)
-    return logps_a, logps_b
-
-
 # -- batches ---------------------------------------------------------------------------------
 
 
@@ -587,45 +489,6 @@ def _evaluate(
 # -- export ----------------------------------------------------------------------------------
 
 
-def _save_adapters(model: Any, directory: pathlib.Path, config: AlignConfig) -> None:
-    """The LoRA adapters in PEFT layout: adapter_model.safetensors + adapter_config.json."""
-    import safetensors.numpy
-    from flax import nnx
-
-    from raco_jax.models.hf_io import hf_param_map
-    from raco_jax.models.lora import LoRALinear
-
-    by_path = {path: key for key, (path, _) in hf_param_map(model.config).items()}
-    tensors = {}
-    for path, module in nnx.iter_modules(model):
-        if not isinstance(module, LoRALinear):
-            continue
-        key = by_path[(*tuple(path), "kernel")]
-        stem = "base_model.model." + key[: -len(".weight")]
-        a = np.asarray(jax.device_get(module.lora_a[...]), np.float32)
-        b = np.asarray(jax.device_get(module.lora_b[...]), np.float32)
-        rank = a.shape[-1]
-        tensors[f"{stem}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, rank).T)
-        tensors[f"{stem}.lora_B.weight"] = np.ascontiguousarray(b.reshape(rank, -1).T)
-    directory.mkdir(parents=True, exist_ok=True)
-    safetensors.numpy.save_file(
-        tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"}
-    )
-    adapter_config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": config.model,
-        "r": config.lora_rank,
-        "lora_alpha": config.lora_alpha,
-        "lora_dropout": 0.0,
-        "target_modules": list(config.lora_targets),
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "inference_mode": True,
-    }
-    (directory / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
-
-
 def _export(
     model: Any, model_config: Any, tokenizer: Any, directory: pathlib.Path, config: AlignConfig
 ) -> None:
@@ -647,7 +510,12 @@ def _export(
     if jax.process_index() != 0:
         return
     if config.lora_rank > 0 and config.export_lora == "adapter":
-        _save_adapters(model, directory, config)
+        from raco_jax.models.lora import LoRAConfig, save_lora_adapters
+
+        lora = LoRAConfig(
+            rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_targets
+        )
+        save_lora_adapters(model, directory, lora, base_model=config.model)
     else:
         if config.lora_rank > 0:
             from raco_jax.models.lora import merge_lora
@@ -789,9 +657,9 @@ def _run(
     if not train_pairs:
         raise ValueError(f"dataset {config.dataset!r} gave no training pairs.")
     if tokenizer is None:
-        from transformers import AutoTokenizer
+        from raco_jax.models import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
+        tokenizer = load_tokenizer(config.tokenizer or config.model)
 
     def tokenize(pairs: Sequence[Any]) -> Any:
         return tokenize_pairs(
@@ -823,12 +691,12 @@ def _run(
         shard_model(model, mesh)
 
     # reference log-probs and MODPO margins (per pair, cached)
-    cache_dir = out / CACHE_DIR
+    cache_dir = pathlib.Path(config.cache_dir) if config.cache_dir else out / CACHE_DIR
     reference = "none" if config.method == "amopo" else config.reference
     needs_ref = reference == "precomputed" or config.method == "modpo"
     weights_key = ""
     if needs_ref:
-        weights_key = _weights_fingerprint(model_path, model)
+        weights_key = weights_fingerprint(model_path, model)
 
     # forward-only passes over the data, one micro-batch at a time (if the mesh splits it)
     micro = config.batch_size // config.micro_batches
@@ -837,21 +705,28 @@ def _run(
     def pair_values(tokenized: Any) -> _PairValues:
         if tokenized is None:
             return _PairValues(None, None)
-        tokens_key = _tokens_fingerprint(tokenized)
+        tokens_key = tokens_fingerprint(tokenized)
         ref = None
         if needs_ref:
-            ref = _cached_pair_logps(
+            ref = cached_pair_logps(
                 cache_dir,
                 "reference",
                 (weights_key, config.dtype, config.param_dtype, tokens_key),
-                lambda: _pair_logps(model, tokenized, forward_batch, mesh, config.time_chunk_size),
+                lambda: pair_logps(
+                    model,
+                    tokenized,
+                    forward_batch,
+                    mesh,
+                    config.time_chunk_size,
+                    progress="reference log-probs" if progress and is_main else None,
+                ),
                 log,
             )
         margins = None
         if config.method == "modpo":
             rows = []
             for path in config.margin_models:
-                margin_key = _weights_fingerprint(path, None)
+                margin_key = weights_fingerprint(path, None)
 
                 def compute(path: str = path) -> tuple[np.ndarray, np.ndarray]:
                     margin_model, _ = from_pretrained(
@@ -860,11 +735,11 @@ def _run(
                         param_dtype=jnp.dtype(config.dtype),
                         mesh=mesh,
                     )
-                    return _pair_logps(
+                    return pair_logps(
                         margin_model, tokenized, forward_batch, mesh, config.time_chunk_size
                     )
 
-                logps_a, logps_b = _cached_pair_logps(
+                logps_a, logps_b = cached_pair_logps(
                     cache_dir,
                     "margin",
                     (margin_key, config.dtype, tokens_key),

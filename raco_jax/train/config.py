@@ -112,6 +112,9 @@ class AlignConfig:
     log_every: int = 10
     save_every: int = 0
     output_dir: str = "runs/raco"
+    # where the cached reference log-probs go (default <output_dir>/cache); runs of a sweep on
+    # the same model and data share one cache directory and compute them once
+    cache_dir: str | None = None
     resume: bool = False
     mesh: tuple[int, int, int] = (-1, 1, 1)
     distributed: bool = False

@@ -856,25 +856,52 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if (args.data is None) == (args.data_dir is None):
+        from raco_jax.cli import _run_failure
+
+        return _run_failure(
+            ValueError(
+                "give --data-dir (preference metrics of the runs on its pairs) or --data "
+                "(generate and judge responses to its prompts), not both."
+            )
+        )
     try:
-        prompts = held_out_prompts(
-            args.data, args.schema, split=args.split, num_prompts=args.num_prompts
-        )
-        report = evaluate_runs(
-            args.runs,
-            prompts,
-            args.judge,
-            args.output_dir,
-            base_model=args.base_model,
-            max_new_tokens=args.max_new_tokens,
-            log=None if args.quiet else print,
-        )
+        if args.data_dir is not None:
+            from raco_jax.evaluate.preferences import evaluate_preference_runs
+
+            evaluation = evaluate_preference_runs(
+                args.runs,
+                args.data_dir,
+                args.output_dir,
+                schema=None if args.schema == "auto" else args.schema,
+                split=args.split,
+                batch_size=args.batch_size,
+                max_pairs=args.max_pairs,
+                log=None if args.quiet else print,
+            )
+            paths = evaluation.paths
+        else:
+            prompts = held_out_prompts(
+                args.data,
+                "generic" if args.schema == "auto" else args.schema,
+                split=args.split,
+                num_prompts=args.num_prompts,
+            )
+            paths = evaluate_runs(
+                args.runs,
+                prompts,
+                args.judge,
+                args.output_dir,
+                base_model=args.base_model,
+                max_new_tokens=args.max_new_tokens,
+                log=None if args.quiet else print,
+            ).paths
     except (ValueError, FileNotFoundError) as err:
         from raco_jax.cli import _run_failure
 
         return _run_failure(err)
-    for kind, path in report.paths.items():
-        print(f"{kind:9s} {path}")
+    for kind, path in paths.items():
+        print(f"{kind:14s} {path}")
     return 0
 
 
@@ -882,17 +909,33 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     """Registers ``raco-jax evaluate``: the evaluation part of a sweep, for any saved runs."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score saved runs on held-out prompts and write their Pareto front",
+        help="score saved runs on preference pairs or held-out prompts; write their front",
         description=(
-            "Generates responses to the prompts of --data with every run's final model and "
-            "the base model, scores them with the judges, and writes the Pareto front (plot, "
-            "CSV/Markdown table, hypervolume with the base model's scores as reference point)."
+            "With --data-dir: recomputes every run's preference metrics (implicit-reward "
+            "accuracy, mean margin, DPO loss per objective) on the pairs of that directory "
+            "against the base model, and writes the tables and the accuracy front. With --data: "
+            "generates responses to its prompts with every run's final model and the base "
+            "model, scores them with the judges, and writes the Pareto front (plot, CSV/Markdown "
+            "table, hypervolume with the base model's scores as reference point)."
         ),
     )
     parser.add_argument("--runs", nargs="+", required=True, help="run directories")
-    parser.add_argument("--data", required=True, help="preference data whose prompts are used")
-    parser.add_argument("--schema", default="generic", help="schema of --data (generic)")
-    parser.add_argument("--split", default="train", help="split of --data (train)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="preference pairs in the runs' schema (a directory or file), e.g. held-out pairs",
+    )
+    parser.add_argument("--data", default=None, help="preference data whose prompts are used")
+    parser.add_argument(
+        "--schema",
+        default="auto",
+        help="schema of the data (default: the runs' for --data-dir, generic for --data)",
+    )
+    parser.add_argument("--split", default="train", help="split of the data (train)")
+    parser.add_argument(
+        "--max-pairs", type=int, default=None, help="--data-dir: only the first N pairs"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="--data-dir: pairs per pass")
     parser.add_argument(
         "--base-model", default=None, help="the model the runs started from (default: theirs)"
     )

@@ -342,6 +342,26 @@ def test_from_gguf_tiny_qwen3_matches_transformers(tmp_path: pathlib.Path) -> No
         np.testing.assert_allclose(_jax_logits(sharded, ids), ours, rtol=0, atol=1e-5)
 
 
+def test_from_pretrained_and_fingerprint_read_gguf_files(tmp_path: pathlib.Path) -> None:
+    """``from_pretrained`` (so ``raco-jax align --model x.gguf``) dispatches ``.gguf`` files to
+    ``from_gguf``, and the reference-cache fingerprint hashes the file's content."""
+    from raco_jax.models import from_pretrained
+    from raco_jax.train.pair_logps import weights_fingerprint
+
+    tensors = _tiny_hf_tensors("qwen3", tied=True, seed=2)
+    path = _write_tiny_gguf(tmp_path / "q.gguf", "qwen3", tensors, rope_theta=1e6)
+    ids = np.random.default_rng(0).integers(0, TINY["vocab"], (2, 24))
+    via_dispatch, config = from_pretrained(path)
+    direct, _ = from_gguf(path)
+    assert config.model_type == "qwen3"
+    np.testing.assert_array_equal(_jax_logits(via_dispatch, ids), _jax_logits(direct, ids))
+    other = _write_tiny_gguf(
+        tmp_path / "r.gguf", "qwen3", _tiny_hf_tensors("qwen3", tied=True, seed=3), rope_theta=1e6
+    )
+    assert weights_fingerprint(path) == weights_fingerprint(str(path))
+    assert weights_fingerprint(path) != weights_fingerprint(other)
+
+
 def test_not_a_gguf_file(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b'{"model_type": "llama"}' + bytes(64))

@@ -235,3 +235,61 @@ def test_save_pretrained_refuses_unmerged_adapters(tmp_path) -> None:
     model = apply_lora(Decoder(config, rngs=nnx.Rngs(0)), LoRAConfig(rank=2, alpha=4), nnx.Rngs(1))
     with pytest.raises(ValueError, match="merge_lora"):
         save_pretrained(model, config, tmp_path)
+
+
+def test_saved_adapters_load_back_onto_the_base_model(setup, tmp_path) -> None:
+    """The trained adapters (every projection and lm_head) saved in PEFT layout and loaded onto
+    a freshly read base model give the adapted model's logits; the files hold PEFT's shapes."""
+    import json
+
+    from safetensors.numpy import load_file
+
+    from raco_jax.models.lora import load_lora_adapters, save_lora_adapters
+
+    config = LoRAConfig(rank=4, alpha=8.0, target_modules=TARGETS)
+    save_lora_adapters(setup["model"], tmp_path, config, base_model="tiny-llama")
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert (saved["r"], saved["lora_alpha"], saved["base_model_name_or_path"]) == (
+        4,
+        8.0,
+        "tiny-llama",
+    )
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    q_a = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    q_b = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
+    hidden = setup["model"].config.hidden_size
+    assert q_a.shape == (4, hidden) and q_b.shape[1] == 4
+
+    base, _ = from_pretrained(setup["directory"])
+    loaded = load_lora_adapters(base, tmp_path)
+    trained = np.asarray(_forward(setup["model"], setup["ids"]))
+    assert not np.allclose(trained, setup["base_logits"], atol=1e-4)  # adapters were trained
+    np.testing.assert_allclose(np.asarray(_forward(loaded, setup["ids"])), trained, atol=1e-6)
+    for (path, ours), (_, theirs) in zip(
+        nnx.to_flat_state(nnx.state(loaded, LoRAParam)),
+        nnx.to_flat_state(nnx.state(setup["model"], LoRAParam)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(ours.get_value(), theirs.get_value(), err_msg=str(path))
+
+
+def test_loading_adapters_checks_files_and_base_model(setup, tmp_path) -> None:
+    from raco_jax.models.lora import load_lora_adapters, save_lora_adapters
+
+    with pytest.raises(FileNotFoundError, match=r"adapter_config\.json"):
+        load_lora_adapters(Decoder(setup["model"].config, rngs=nnx.Rngs(0)), tmp_path)
+    save_lora_adapters(
+        setup["model"], tmp_path, LoRAConfig(rank=4, alpha=8.0, target_modules=TARGETS)
+    )
+    other = ModelConfig(
+        model_type="llama",
+        vocab_size=tiny.VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_layers=1,
+        num_heads=2,
+    )
+    with pytest.raises(ValueError, match="different base model"):
+        load_lora_adapters(Decoder(other, rngs=nnx.Rngs(0)), tmp_path)
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        save_lora_adapters(Decoder(other, rngs=nnx.Rngs(0)), tmp_path, LoRAConfig(rank=1, alpha=1))
