@@ -268,8 +268,11 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
     """Statistics of the per-step cosine between the helpful and harmless gradients.
 
     Returns ``{"cos_mean", "cos_median", "cos_min", "frac_conflicting", "frac_clipped",
-    "steps"}`` over the steps that logged a cosine (``frac_conflicting``: cosine < 0;
-    ``frac_clipped``: RACO/CAGrad steps with at least one clipped weight).
+    "share_first_mean", "norm_ratio_median", "steps"}`` over the steps that logged a cosine
+    (``frac_conflicting``: cosine < 0; ``frac_clipped``: RACO/CAGrad steps with at least one
+    clipped weight; ``share_first_mean``: the mean share of the helpful gradient's coefficient in
+    the update direction, ``c_help / (c_help + c_harm)``, which is ``w_helpful`` for DPO-LW;
+    ``norm_ratio_median``: the median of ``||g_harm|| / ||g_help||``).
 
     Example:
         >>> import json, pathlib, tempfile, sys
@@ -290,7 +293,21 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
     clipped = [
         float(r["aggregation/num_clipped"]) > 0 for r in rows if "aggregation/num_clipped" in r
     ]
+    first, second = OBJECTIVES
+    shares = [
+        r[f"aggregation/coefficients/{first}"]
+        / (r[f"aggregation/coefficients/{first}"] + r[f"aggregation/coefficients/{second}"])
+        for r in rows
+        if f"aggregation/coefficients/{first}" in r
+    ]
+    ratios = [
+        r[f"grad_norm/{second}"] / r[f"grad_norm/{first}"]
+        for r in rows
+        if r.get(f"grad_norm/{first}", 0) > 0 and f"grad_norm/{second}" in r
+    ]
     return {
+        "share_first_mean": float(np.mean(shares)) if shares else float("nan"),
+        "norm_ratio_median": float(np.median(ratios)) if ratios else float("nan"),
         "cos_mean": float(np.mean(cosines)),
         "cos_median": float(np.median(cosines)),
         "cos_min": float(np.min(cosines)),
@@ -306,8 +323,10 @@ def write_report(
     args: argparse.Namespace,
     counts: dict[str, dict[str, int]],
     sweep_seconds: float,
+    train_evaluation: Any = None,
 ) -> pathlib.Path:
-    """``<out>/report.md`` and ``report.json``: the front table, hypervolumes, time, conflict."""
+    """``<out>/report.md`` and ``report.json``: the front table, hypervolumes, time, conflict
+    (and, given ``train_evaluation``, the same accuracies on the training pairs)."""
     rows = []
     for run in evaluation.runs:
         times = step_times(run["run_dir"])
@@ -333,7 +352,7 @@ def write_report(
         "",
         "| run | "
         + " | ".join(f"{name} acc | {name} margin | {name} loss" for name in objectives)
-        + " | s/step | cos(g_help, g_harm) median | cos < 0 | clipped |",
+        + " | s/step | cos(g_help, g_harm) median | cos < 0 | helpful share of the update |",
         "|---|" + "---|---|---|" * len(objectives) + "---|---|---|---|",
     ]
     base = evaluation.base
@@ -357,7 +376,7 @@ def write_report(
             f"{row['seconds_per_step']:.1f}",
             f"{row.get('cos_median', float('nan')):+.3f}",
             f"{row.get('frac_conflicting', float('nan')):.2f}",
-            f"{row.get('frac_clipped', float('nan')):.2f}",
+            f"{row.get('share_first_mean', float('nan')):.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -369,7 +388,41 @@ def write_report(
         "|---|---|",
     ]
     lines += [f"| {m} | {v:.5f} |" for m, v in evaluation.hypervolumes.items()]
-    lines += ["", f"Front plot: {evaluation.paths['front_plot'].name}", ""]
+    ratios = [row["norm_ratio_median"] for row in rows if "norm_ratio_median" in row]
+    lines += [
+        "",
+        "Helpful share of the update: the mean over steps of c_help / (c_help + c_harm), the "
+        "coefficients of the two gradients in the update direction (w_helpful for DPO-LW). "
+        f"Median gradient-norm ratio ||g_harm|| / ||g_help|| over all runs' steps: "
+        f"{float(np.median(ratios)) if ratios else float('nan'):.2f}.",
+        "",
+        f"Front plot: eval/{evaluation.paths['front_plot'].name}",
+        "",
+    ]
+    if train_evaluation is not None:
+        lines += [
+            "In-sample check (the training pairs, each seen once): accuracy per objective and "
+            "hypervolume against the base model.",
+            "",
+            "| run | " + " | ".join(f"{n} acc" for n in objectives) + " |",
+            "|---|" + "---|" * len(objectives),
+        ]
+        for run in train_evaluation.runs:
+            lines.append(
+                f"| {pathlib.Path(run['run_dir']).name} | "
+                + " | ".join(
+                    f"{run[f'accuracy/{n}']:.3f} ± {run[f'accuracy_stderr/{n}']:.3f}"
+                    for n in objectives
+                )
+                + " |"
+            )
+        lines += [
+            "",
+            "| method | in-sample hypervolume |",
+            "|---|---|",
+            *[f"| {m} | {v:.5f} |" for m, v in train_evaluation.hypervolumes.items()],
+            "",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(
@@ -383,6 +436,12 @@ def write_report(
                 "base": base,
                 "runs": rows,
                 "hypervolumes": evaluation.hypervolumes,
+                "train_evaluation": None
+                if train_evaluation is None
+                else {
+                    "runs": train_evaluation.runs,
+                    "hypervolumes": train_evaluation.hypervolumes,
+                },
             },
             indent=2,
         )
@@ -429,6 +488,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-prompt-length", type=int, default=128)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--eval-train",
+        action="store_true",
+        help="also score every run on its training pairs (an in-sample check of the optimiser)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.max_length > 256:
@@ -486,7 +550,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.eval_batch_size,
         title="HH-RLHF validation accuracy (reference point: the base model)",
     )
-    report = write_report(out, evaluation, args, counts, time.perf_counter() - start)
+    train_evaluation = None
+    if args.eval_train:
+        train_evaluation = evaluate_preference_runs(
+            [c.output_dir for c in configs],
+            out / "data" / "train",
+            out / "eval_train",
+            batch_size=args.eval_batch_size,
+            title="HH-RLHF training-pair accuracy (reference point: the base model)",
+        )
+    report = write_report(
+        out, evaluation, args, counts, time.perf_counter() - start, train_evaluation
+    )
     print(report.read_text())
     print(f"report: {report}")
     return 0

@@ -150,7 +150,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--model", str(model_dir), "--data-dir", str(data), "--output-dir", str(root / "out"),
         "--methods", "raco,dpo-lw", "--weights", "0.5", "--steps", "2", "--batch-size", "4",
         "--train-pairs", "6", "--val-pairs", "3", "--learning-rate", "0.03",
-        "--max-length", "64", "--max-prompt-length", "40", "--lora-rank", "4",
+        "--max-length", "64", "--max-prompt-length", "40", "--lora-rank", "4", "--eval-train",
     ]  # fmt: skip
     assert hh.main(argv) == 0
     return {"root": root, "out": root / "out", "argv": argv}
@@ -173,6 +173,14 @@ def test_sweep_saves_runs_and_reports(sweep) -> None:
         for name in ("helpful", "harmless"):
             assert 0.0 <= run[f"accuracy/{name}"] <= 1.0 and run[f"pairs/{name}"] > 0
     assert set(report["hypervolumes"]) == {"raco", "dpo-lw"}
+    # DPO-LW's update is the weighted sum: the helpful share of its coefficients is w_helpful
+    dpo_lw = next(r for r in report["runs"] if r["method"] == "dpo-lw")
+    assert dpo_lw["share_first_mean"] == pytest.approx(0.5, abs=1e-6)
+    assert dpo_lw["norm_ratio_median"] > 0
+    in_sample = report["train_evaluation"]
+    assert [pathlib.Path(r["run_dir"]).name for r in in_sample["runs"]] == names
+    assert set(in_sample["hypervolumes"]) == {"raco", "dpo-lw"}
+    assert "In-sample check" in (out / "report.md").read_text()
     assert "| base model |" in (out / "report.md").read_text()
     assert (out / "eval" / "front.png").is_file()
     assert len(list((out / "cache").glob("reference-*.npz"))) == 1  # computed once, shared
