@@ -317,6 +317,42 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
     }
 
 
+def measure_conflict(
+    args: argparse.Namespace, train_dir: pathlib.Path, tokenizer: Any, mesh: Any
+) -> dict[str, float]:
+    """The two objectives' gradients at the base model, each averaged over ``--conflict-pairs``
+    training pairs (one RACO step accumulated over micro-batches of ``--batch-size``; its
+    metrics are measured before the update): their cosine and norms, free of the minibatch noise
+    that dominates the per-step cosines of the runs. Written to ``<out>/conflict/``."""
+    from raco_jax.train.align import align
+
+    pairs = args.conflict_pairs
+    micro = max(1, pairs // args.batch_size)
+    config = run_configs(args, train_dir)[0].replace(
+        method="raco",
+        weights=(0.5, 0.5),
+        batch_size=micro * args.batch_size,
+        micro_batches=micro,
+        max_steps=1,
+        save_every=0,
+        output_dir=str(pathlib.Path(args.output_dir) / "conflict"),
+    )
+    from raco_jax.train.sweep import run_is_finished
+
+    if not run_is_finished(config.output_dir):
+        align(config.replace(resume=True), mesh=mesh, tokenizer=tokenizer, progress=True)
+    metrics = next(r for r in _metric_rows(config.output_dir) if r.get("step") == 1)
+    first, second = OBJECTIVES
+    keys = {
+        "cos": f"aggregation/cos/{first}/{second}",
+        f"grad_norm_{first}": f"grad_norm/{first}",
+        f"grad_norm_{second}": f"grad_norm/{second}",
+    }
+    return {name: float(metrics[key]) for name, key in keys.items()} | {
+        "pairs": float(config.batch_size)
+    }
+
+
 def write_report(
     out: pathlib.Path,
     evaluation: Any,
@@ -324,18 +360,19 @@ def write_report(
     counts: dict[str, dict[str, int]],
     sweep_seconds: float,
     train_evaluation: Any = None,
+    conflict: dict[str, float] | None = None,
 ) -> pathlib.Path:
     """``<out>/report.md`` and ``report.json``: the front table, hypervolumes, time, conflict
     (and, given ``train_evaluation``, the same accuracies on the training pairs)."""
     rows = []
     for run in evaluation.runs:
         times = step_times(run["run_dir"])
-        conflict = gradient_conflict(run["run_dir"])
+        stats = gradient_conflict(run["run_dir"])
         rows.append(
             {
                 **run,
                 "seconds_per_step": statistics.median(times) if times else float("nan"),
-                **conflict,
+                **stats,
             }
         )
     objectives = evaluation.objectives
@@ -423,6 +460,13 @@ def write_report(
             *[f"| {m} | {v:.5f} |" for m, v in train_evaluation.hypervolumes.items()],
             "",
         ]
+    if conflict is not None:
+        lines += [
+            f"Gradients at the base model averaged over {int(conflict['pairs'])} training pairs: "
+            f"cos(g_help, g_harm) = {conflict['cos']:+.4f}, ||g_help|| = "
+            f"{conflict['grad_norm_helpful']:.4f}, ||g_harm|| = {conflict['grad_norm_harmless']:.4f}.",
+            "",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(
@@ -436,6 +480,7 @@ def write_report(
                 "base": base,
                 "runs": rows,
                 "hypervolumes": evaluation.hypervolumes,
+                "conflict": conflict,
                 "train_evaluation": None
                 if train_evaluation is None
                 else {
@@ -488,6 +533,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-prompt-length", type=int, default=128)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--conflict-pairs",
+        type=int,
+        default=0,
+        help="also measure the cosine of the two gradients at the base model averaged over N "
+        "training pairs (0: off)",
+    )
     parser.add_argument(
         "--eval-train",
         action="store_true",
@@ -543,24 +595,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"[{i}/{len(configs)}] {name}", flush=True)
         align(config.replace(resume=True), mesh=mesh, tokenizer=tokenizer, progress=True)
-    evaluation = evaluate_preference_runs(
-        [c.output_dir for c in configs],
-        out / "data" / "val",
-        out / "eval",
-        batch_size=args.eval_batch_size,
-        title="HH-RLHF validation accuracy (reference point: the base model)",
-    )
-    train_evaluation = None
-    if args.eval_train:
-        train_evaluation = evaluate_preference_runs(
+
+    def evaluate(split: str, directory: str, what: str) -> Any:
+        return evaluate_preference_runs(
             [c.output_dir for c in configs],
-            out / "data" / "train",
-            out / "eval_train",
+            out / "data" / split,
+            out / directory,
             batch_size=args.eval_batch_size,
-            title="HH-RLHF training-pair accuracy (reference point: the base model)",
+            title=f"HH-RLHF {what} accuracy (reference point: the base model)",
         )
+
+    evaluation = evaluate("val", "eval", "validation")
+    train_evaluation = evaluate("train", "eval_train", "training-pair") if args.eval_train else None
+    conflict = None
+    if args.conflict_pairs:
+        conflict = measure_conflict(args, out / "data" / "train", tokenizer, mesh)
     report = write_report(
-        out, evaluation, args, counts, time.perf_counter() - start, train_evaluation
+        out, evaluation, args, counts, time.perf_counter() - start, train_evaluation, conflict
     )
     print(report.read_text())
     print(f"report: {report}")

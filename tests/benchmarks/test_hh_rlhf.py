@@ -150,7 +150,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--model", str(model_dir), "--data-dir", str(data), "--output-dir", str(root / "out"),
         "--methods", "raco,dpo-lw", "--weights", "0.5", "--steps", "2", "--batch-size", "4",
         "--train-pairs", "6", "--val-pairs", "3", "--learning-rate", "0.03",
-        "--max-length", "64", "--max-prompt-length", "40", "--lora-rank", "4", "--eval-train",
+        "--max-length", "64", "--max-prompt-length", "40", "--lora-rank", "4", "--eval-train", "--conflict-pairs", "8",
     ]  # fmt: skip
     assert hh.main(argv) == 0
     return {"root": root, "out": root / "out", "argv": argv}
@@ -181,6 +181,10 @@ def test_sweep_saves_runs_and_reports(sweep) -> None:
     assert [pathlib.Path(r["run_dir"]).name for r in in_sample["runs"]] == names
     assert set(in_sample["hypervolumes"]) == {"raco", "dpo-lw"}
     assert "In-sample check" in (out / "report.md").read_text()
+    # the gradients averaged over 8 pairs (two micro-batches of 4) at the base model
+    conflict = report["conflict"]
+    assert conflict["pairs"] == 8 and -1.0 <= conflict["cos"] <= 1.0
+    assert conflict["grad_norm_helpful"] > 0 and conflict["grad_norm_harmless"] > 0
     assert "| base model |" in (out / "report.md").read_text()
     assert (out / "eval" / "front.png").is_file()
     assert len(list((out / "cache").glob("reference-*.npz"))) == 1  # computed once, shared
