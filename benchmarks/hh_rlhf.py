@@ -264,6 +264,25 @@ def _metric_rows(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     return [r for r in rows if not any(key.startswith("eval_") for key in r)]
 
 
+def _clip_changes_direction(row: dict[str, Any], run_dir: str | pathlib.Path) -> bool | None:
+    """Whether RACO's clip p~ = min(p*, w) turns the correction away from the unclipped one
+    at this step: some p*_k > w_k, and p* is not a vertex e_k with w_k > 0 (where min(p*, w)
+    is a multiple of p*). None for methods without p* (or a run without its config)."""
+    config_path = pathlib.Path(run_dir) / "config.json"
+    keys = [f"aggregation/dual/{name}" for name in OBJECTIVES]
+    if not config_path.is_file() or not all(key in row for key in keys):
+        return None
+    config = json.loads(config_path.read_text())
+    if config.get("method") not in ("raco", "cagrad"):
+        return None
+    weights = np.asarray(config["weights"], float)
+    p = np.asarray([row[key] for key in keys], float)
+    if not np.any(p > weights + 1e-9):
+        return False
+    vertex = np.isclose(p, 1.0, atol=1e-6)
+    return not (vertex.any() and weights[vertex.argmax()] > 0)
+
+
 def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
     """Statistics of the per-step cosine between the helpful and harmless gradients.
 
@@ -272,7 +291,9 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
     (``frac_conflicting``: cosine < 0; ``frac_clipped``: RACO/CAGrad steps with at least one
     clipped weight; ``share_first_mean``: the mean share of the helpful gradient's coefficient in
     the update direction, ``c_help / (c_help + c_harm)``, which is ``w_helpful`` for DPO-LW;
-    ``norm_ratio_median``: the median of ``||g_harm|| / ||g_help||``).
+    ``norm_ratio_median``: the median of ``||g_harm|| / ||g_help||``; ``clip_changed_steps``
+    (RACO and CAGrad runs): the steps where clipping p* at the weights changes the correction's
+    direction, so that RACO and unclipped CAGrad take different steps).
 
     Example:
         >>> import json, pathlib, tempfile, sys
@@ -305,7 +326,10 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
         for r in rows
         if r.get(f"grad_norm/{first}", 0) > 0 and f"grad_norm/{second}" in r
     ]
+    changed = [_clip_changes_direction(r, run_dir) for r in rows]
+    changed = [c for c in changed if c is not None]
     return {
+        "clip_changed_steps": float(sum(changed)) if changed else float("nan"),
         "share_first_mean": float(np.mean(shares)) if shares else float("nan"),
         "norm_ratio_median": float(np.median(ratios)) if ratios else float("nan"),
         "cos_mean": float(np.mean(cosines)),
@@ -389,8 +413,9 @@ def write_report(
         "",
         "| run | "
         + " | ".join(f"{name} acc | {name} margin | {name} loss" for name in objectives)
-        + " | s/step | cos(g_help, g_harm) median | cos < 0 | helpful share of the update |",
-        "|---|" + "---|---|---|" * len(objectives) + "---|---|---|---|",
+        + " | s/step | cos(g_help, g_harm) median | cos < 0 | helpful share of the update"
+        + " | steps where the clip turns the update |",
+        "|---|" + "---|---|---|" * len(objectives) + "---|---|---|---|---|",
     ]
     base = evaluation.base
     lines.append(
@@ -399,7 +424,7 @@ def write_report(
             f"{base[f'accuracy/{n}']:.3f} | {base[f'margin/{n}']:+.3f} | {base[f'loss/{n}']:.4f}"
             for n in objectives
         )
-        + " | | | | |"
+        + " | | | | | |"
     )
     for row in rows:
         cells = [pathlib.Path(row["run_dir"]).name]
@@ -414,6 +439,9 @@ def write_report(
             f"{row.get('cos_median', float('nan')):+.3f}",
             f"{row.get('frac_conflicting', float('nan')):.2f}",
             f"{row.get('share_first_mean', float('nan')):.2f}",
+            ""
+            if np.isnan(row.get("clip_changed_steps", np.nan))
+            else f"{int(row['clip_changed_steps'])} / {int(row['steps'])}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -176,7 +176,9 @@ def test_sweep_saves_runs_and_reports(sweep) -> None:
     # DPO-LW's update is the weighted sum: the helpful share of its coefficients is w_helpful
     dpo_lw = next(r for r in report["runs"] if r["method"] == "dpo-lw")
     assert dpo_lw["share_first_mean"] == pytest.approx(0.5, abs=1e-6)
-    assert dpo_lw["norm_ratio_median"] > 0
+    assert dpo_lw["norm_ratio_median"] > 0 and math.isnan(dpo_lw["clip_changed_steps"])
+    raco = next(r for r in report["runs"] if r["method"] == "raco")
+    assert raco["clip_changed_steps"] in (0, 1, 2)
     in_sample = report["train_evaluation"]
     assert [pathlib.Path(r["run_dir"]).name for r in in_sample["runs"]] == names
     assert set(in_sample["hypervolumes"]) == {"raco", "dpo-lw"}
@@ -210,3 +212,19 @@ def test_saved_runs_reevaluate_to_the_report(sweep, tmp_path, capsys) -> None:
             assert again[pathlib.Path(run["run_dir"]).name][key] == pytest.approx(
                 run[key], abs=1e-6
             )
+
+
+def test_steps_where_the_clip_turns_the_update(tmp_path) -> None:
+    """min(p*, w) changes the correction's direction only when some p*_k > w_k and p* is not a
+    vertex e_k with w_k > 0 (raco-algorithm.md section 3)."""
+    (tmp_path / "config.json").write_text(json.dumps({"method": "raco", "weights": [0.2, 0.8]}))
+    duals = [(1.0, 0.0), (0.5, 0.5), (0.1, 0.9), (0.2, 0.8), (0.0, 1.0)]
+    rows = [
+        {"step": i + 1, "aggregation/cos/helpful/harmless": -0.1,
+         "aggregation/dual/helpful": a, "aggregation/dual/harmless": b}
+        for i, (a, b) in enumerate(duals)
+    ]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert hh.gradient_conflict(tmp_path)["clip_changed_steps"] == 2  # (0.5, 0.5), (0.1, 0.9)
+    (tmp_path / "config.json").write_text(json.dumps({"method": "dpo-lw", "weights": [0.2, 0.8]}))
+    assert math.isnan(hh.gradient_conflict(tmp_path)["clip_changed_steps"])
