@@ -400,6 +400,11 @@ def write_report(
             }
         )
     objectives = evaluation.objectives
+    train_seconds = 0.0
+    for run in evaluation.runs:
+        summary = pathlib.Path(run["run_dir"]) / "summary.json"
+        if summary.is_file():
+            train_seconds += float(json.loads(summary.read_text()).get("wall_time_seconds", 0.0))
     lines = [
         "# HH-RLHF helpful vs harmless: RACO vs DPO-LW vs CAGrad",
         "",
@@ -408,8 +413,9 @@ def write_report(
         f"{args.steps} steps x {args.batch_size} pairs, lr {args.learning_rate:g}, "
         f"beta {args.beta:g}, c {args.c:g}, max length {args.max_length} "
         f"(prompt {args.max_prompt_length}), dtype {args.dtype}, seed {args.seed}.",
-        f"Train pairs {counts['train']}, validation pairs {counts['val']}; "
-        f"sweep wall time {sweep_seconds / 60:.1f} min.",
+        f"Train pairs {counts['train']}, validation pairs {counts['val']}; training wall time "
+        f"{train_seconds / 60:.1f} min (sum over the runs); this invocation "
+        f"{sweep_seconds / 60:.1f} min (a rerun skips finished runs and cached log-probs).",
         "",
         "| run | "
         + " | ".join(f"{name} acc | {name} margin | {name} loss" for name in objectives)
@@ -505,6 +511,7 @@ def write_report(
                 },
                 "pairs": counts,
                 "sweep_seconds": sweep_seconds,
+                "train_seconds": train_seconds,
                 "base": base,
                 "runs": rows,
                 "hypervolumes": evaluation.hypervolumes,
@@ -630,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out / "data" / split,
             out / directory,
             batch_size=args.eval_batch_size,
-            title=f"HH-RLHF {what} accuracy (reference point: the base model)",
+            title=f"HH-RLHF {what} accuracy",
         )
 
     evaluation = evaluate("val", "eval", "validation")

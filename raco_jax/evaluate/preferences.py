@@ -398,7 +398,7 @@ def evaluate_preference_runs(
         out,
         reference=[base[f"accuracy/{name}"] for name in objectives],
         objectives=objectives,
-        title=title or "Preference accuracy on held-out pairs (reference point: the base model)",
+        title=title or "Preference accuracy (reference: the base model)",
     )
     paths.update({f"front_{kind}": path for kind, path in front.paths.items()})
     paths["json"] = out / "preferences.json"
