@@ -264,18 +264,13 @@ def _metric_rows(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     return [r for r in rows if not any(key.startswith("eval_") for key in r)]
 
 
-def _clip_changes_direction(row: dict[str, Any], run_dir: str | pathlib.Path) -> bool | None:
+def _clip_changes_direction(row: dict[str, Any], weights: np.ndarray) -> bool | None:
     """Whether RACO's clip p~ = min(p*, w) turns the correction away from the unclipped one
     at this step: some p*_k > w_k, and p* is not a vertex e_k with w_k > 0 (where min(p*, w)
-    is a multiple of p*). None for methods without p* (or a run without its config)."""
-    config_path = pathlib.Path(run_dir) / "config.json"
+    is a multiple of p*). None for a row without p*."""
     keys = [f"aggregation/dual/{name}" for name in OBJECTIVES]
-    if not config_path.is_file() or not all(key in row for key in keys):
+    if not all(key in row for key in keys):
         return None
-    config = json.loads(config_path.read_text())
-    if config.get("method") not in ("raco", "cagrad"):
-        return None
-    weights = np.asarray(config["weights"], float)
     p = np.asarray([row[key] for key in keys], float)
     if not np.any(p > weights + 1e-9):
         return False
@@ -326,8 +321,13 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
         for r in rows
         if r.get(f"grad_norm/{first}", 0) > 0 and f"grad_norm/{second}" in r
     ]
-    changed = [_clip_changes_direction(r, run_dir) for r in rows]
-    changed = [c for c in changed if c is not None]
+    config_path = pathlib.Path(run_dir) / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    changed = []
+    if config.get("method") in ("raco", "cagrad"):  # the methods that solve for p*
+        weights = np.asarray(config["weights"], float)
+        changed = [_clip_changes_direction(r, weights) for r in rows]
+        changed = [c for c in changed if c is not None]
     return {
         "clip_changed_steps": float(sum(changed)) if changed else float("nan"),
         "share_first_mean": float(np.mean(shares)) if shares else float("nan"),

@@ -36,7 +36,6 @@ import numpy as np
 
 __all__ = ["PreferenceEvaluation", "evaluate_preference_runs", "pair_metrics"]
 
-RUN_CONFIG_FILE = "config.json"
 FINAL_DIR = "final"
 
 
@@ -133,35 +132,15 @@ class PreferenceEvaluation:
     paths: dict[str, pathlib.Path]
 
 
-def _read_config(run_dir: pathlib.Path) -> dict[str, Any]:
-    path = run_dir / RUN_CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_CONFIG_FILE}.")
-    return json.loads(path.read_text())
-
-
-def _load_policy(run_dir: pathlib.Path, config: Mapping[str, Any], dtype: Any) -> Any:
-    """The run's final model: the base model plus its saved adapters, or the full export."""
-    from raco_jax.models import from_pretrained
-    from raco_jax.models.lora import ADAPTER_CONFIG_FILE, load_lora_adapters
-
-    final = run_dir / FINAL_DIR
-    if not final.is_dir():
-        raise ValueError(f"run {run_dir} is not finished: it has no {FINAL_DIR}/ directory.")
-    if (final / ADAPTER_CONFIG_FILE).is_file():
-        model, _ = from_pretrained(config["model"], dtype=dtype, param_dtype=np.float32)
-        return load_lora_adapters(model, final)
-    model, _ = from_pretrained(final, dtype=dtype, param_dtype=np.float32)
-    return model
-
-
-def _policy_fingerprint(run_dir: pathlib.Path, config: Mapping[str, Any]) -> str:
+def _policy_fingerprint(run_dir: pathlib.Path, base_key: str) -> str:
+    """The weights' content hash of a run's final model (base model key + adapters, or the
+    full export)."""
     from raco_jax.models.lora import ADAPTER_CONFIG_FILE
     from raco_jax.train.pair_logps import weights_fingerprint
 
     final = run_dir / FINAL_DIR
     if (final / ADAPTER_CONFIG_FILE).is_file():
-        return weights_fingerprint(config["model"]) + "+" + weights_fingerprint(final)
+        return base_key + "+" + weights_fingerprint(final)
     return weights_fingerprint(final)
 
 
@@ -265,12 +244,13 @@ def evaluate_preference_runs(
         tokens_fingerprint,
         weights_fingerprint,
     )
+    from raco_jax.train.sweep import load_run_model, read_run_config
 
     say = log or (lambda message: None)
     run_dirs = [pathlib.Path(d) for d in run_dirs]
     if not run_dirs:
         raise ValueError("no runs to evaluate: give at least one run directory.")
-    configs = [_read_config(d) for d in run_dirs]
+    configs = [read_run_config(d) for d in run_dirs]
     first = configs[0]
     objectives = tuple(first["objectives"])
     for run_dir, config in zip(run_dirs, configs, strict=True):
@@ -329,10 +309,11 @@ def evaluate_preference_runs(
         model, _ = from_pretrained(first["model"], dtype=dtype, param_dtype=jnp.float32)
         return logps_of(model)
 
+    base_key = weights_fingerprint(first["model"])  # hashed once: every run shares the base
     reference = cached_pair_logps(
         cache,
         "reference",
-        (weights_fingerprint(first["model"]), str(dtype), tokens_key),
+        (base_key, str(dtype), tokens_key),
         base_logps,
         say,
     )
@@ -357,12 +338,12 @@ def evaluate_preference_runs(
             run_dtype: Any = run_dtype,
         ) -> tuple[np.ndarray, np.ndarray]:
             say(f"{run_dir}: scoring {len(tokenized)} pairs")
-            return logps_of(_load_policy(run_dir, config, run_dtype))
+            return logps_of(load_run_model(run_dir, config, run_dtype)[0])
 
         policy = cached_pair_logps(
             cache,
             "policy",
-            (_policy_fingerprint(run_dir, config), str(run_dtype), tokens_key),
+            (_policy_fingerprint(run_dir, base_key), str(run_dtype), tokens_key),
             compute,
             say,
         )

@@ -36,7 +36,7 @@ import itertools
 import json
 import math
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,10 @@ __all__ = [
     "evaluate_runs",
     "generate_responses",
     "held_out_prompts",
+    "load_run_model",
     "make_judges",
     "parse_weights_grid",
+    "read_run_config",
     "run_is_finished",
     "run_sweep",
     "simplex_grid",
@@ -458,11 +460,70 @@ def _logps_fn(
 # -- evaluation ------------------------------------------------------------------------------
 
 
-def _read_run_config(run_dir: pathlib.Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
+def read_run_config(run_dir: str | pathlib.Path) -> dict[str, Any]:
+    """A run directory's ``config.json`` as a dict.
+
+    Raises:
+      FileNotFoundError: the directory has no ``config.json``.
+
+    Example:
+        >>> import tempfile
+        >>> from raco_jax.train.sweep import read_run_config
+        >>> read_run_config(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ... is not a run directory: it has no config.json.
+    """
+    path = pathlib.Path(run_dir) / "config.json"
     if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory (no config.json).")
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.json.")
     return json.loads(path.read_text())
+
+
+def load_run_model(
+    run_dir: str | pathlib.Path, config: Mapping[str, Any] | None = None, dtype: Any = None
+) -> tuple[Any, Any]:
+    """A finished run's final model and tokenizer: ``final/`` as a full checkpoint, or the base
+    model (the run's ``model``) plus the LoRA adapters saved in ``final/`` (PEFT layout).
+
+    Args:
+      run_dir: the run directory (``config.json`` + ``final/``).
+      config: its config (default: read from ``run_dir``).
+      dtype: compute dtype (default: float32); parameters load in float32.
+
+    Returns:
+      ``(model, tokenizer)``: the tokenizer saved in ``final/``, else the run's tokenizer.
+
+    Raises:
+      ValueError: the run has no ``final/`` (not finished).
+
+    Example:
+        >>> import tempfile
+        >>> from raco_jax.train.sweep import load_run_model
+        >>> load_run_model(tempfile.mkdtemp(), config={"model": "m"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: run ... is not finished: it has no final/ directory.
+    """
+    import jax.numpy as jnp
+
+    from raco_jax.models import from_pretrained, load_tokenizer
+    from raco_jax.models.lora import ADAPTER_CONFIG_FILE, load_lora_adapters
+
+    run_dir = pathlib.Path(run_dir)
+    config = read_run_config(run_dir) if config is None else config
+    final = run_dir / "final"
+    if not final.is_dir():
+        raise ValueError(f"run {run_dir} is not finished: it has no final/ directory.")
+    dtype = jnp.float32 if dtype is None else dtype
+    if (final / ADAPTER_CONFIG_FILE).is_file():
+        model, _ = from_pretrained(config["model"], dtype=dtype, param_dtype=jnp.float32)
+        model = load_lora_adapters(model, final)
+    else:
+        model, _ = from_pretrained(final, dtype=dtype, param_dtype=jnp.float32)
+    if (final / "tokenizer_config.json").is_file():
+        return model, load_tokenizer(final)
+    return model, load_tokenizer(config.get("tokenizer") or config["model"])
 
 
 def _cache_key(payload: Any) -> str:
@@ -505,7 +566,7 @@ def evaluate_runs(
     import jax.numpy as jnp
 
     from raco_jax.evaluate import summarize_scores, write_front_report
-    from raco_jax.models import from_pretrained
+    from raco_jax.models import from_pretrained, load_tokenizer
 
     say = log or (lambda message: None)
     run_dirs = [pathlib.Path(d) for d in run_dirs]
@@ -517,7 +578,7 @@ def evaluate_runs(
             f"a Pareto front needs at least 2 objectives; the judges score {list(objectives)}: "
             "add a --judge."
         )
-    configs = [_read_run_config(d) for d in run_dirs]
+    configs = [read_run_config(d) for d in run_dirs]
     for run_dir in run_dirs:
         if not run_is_finished(run_dir):
             raise ValueError(f"run {run_dir} is not finished (no final/ or no completed summary).")
@@ -541,10 +602,8 @@ def evaluate_runs(
 
     def base() -> tuple[Any, Any]:
         if "base" not in loaded:
-            from transformers import AutoTokenizer
-
             model, _ = from_pretrained(base_path, dtype=jnp.float32)
-            tokenizer = AutoTokenizer.from_pretrained(configs[0].get("tokenizer") or base_path)
+            tokenizer = load_tokenizer(configs[0].get("tokenizer") or base_path)
             loaded["base"] = (model, tokenizer)
         return loaded["base"]
 
@@ -589,11 +648,8 @@ def evaluate_runs(
             evaluation = cached["evaluation"]
             say(f"{run_dir}: cached evaluation")
         else:
-            from transformers import AutoTokenizer
-
             say(f"{run_dir}: generating and scoring")
-            model, _ = from_pretrained(run_dir / "final", dtype=jnp.float32)
-            tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
+            model, tokenizer = load_run_model(run_dir, config)
             evaluation = score(model, tokenizer, float(config.get("beta", 0.1)))
             cache_file.write_text(json.dumps({"key": key, "evaluation": evaluation}) + "\n")
         summary = summarize_scores(evaluation["scores"])
