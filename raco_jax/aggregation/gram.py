@@ -30,6 +30,8 @@ def num_objectives(stacked: Any, *, argname: str = "stacked") -> int:
     Raises:
       ValueError: if the tree has no leaves, a leaf is a scalar, or two leaves disagree on K
         (the message names the first offending leaf path).
+      TypeError: if a leaf is not floating point (integer gradients would be truncated by the
+        aggregation; the message names the leaf).
 
     Example:
       >>> import jax.numpy as jnp
@@ -47,6 +49,13 @@ def num_objectives(stacked: Any, *, argname: str = "stacked") -> int:
             raise ValueError(
                 f"{argname} leaf {jax.tree_util.keystr(path) or '<root>'} is a scalar; every "
                 "leaf of a stacked gradient needs a leading objective axis [K, ...]."
+            )
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{argname} leaf {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}; "
+                "stacked gradients must be floating point (cast integer or boolean leaves to "
+                "float32 first)."
             )
         if shape[0] != jnp.shape(first)[0]:
             raise ValueError(

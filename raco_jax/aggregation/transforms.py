@@ -10,9 +10,10 @@ updates::
     tx = optax.chain(raco_jax.clipped_cagrad(weights=(0.8, 0.2), c=0.4),
                      optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
 
-The state of every transformation is a NamedTuple holding the last step's diagnostics by name
-(``coefficients``, ``dual``, ``clipped_dual``, ``gram``, ``duality_gap``, ``num_conflicts``,
-``cos_update_anchor``), so ``optax.tree.get(state, "coefficients")`` finds them in any chain.
+The state of every transformation is a NamedTuple holding the last step's
+:class:`~raco_jax.AggregationDiagnostics` under ``diagnostics`` (``coefficients``, ``dual``,
+``clipped_dual``, ``gram``, ``duality_gap``, ``num_conflicts``, ``cos_update_anchor``,
+``finite``), so ``optax.tree.get(state, "coefficients")`` finds them in any chain.
 
 Gradient accumulation: ``optax.MultiSteps`` must not wrap the aggregator (its accumulator is
 shaped like the parameters and cannot hold ``[K, ...]`` leaves) and must not sit after it (it would
@@ -33,10 +34,10 @@ from raco_jax.aggregation.gram import combine, gram_matrix, num_objectives
 from raco_jax.aggregation.weightings import (
     AggregationDiagnostics,
     Rescale,
-    _rescale_mode,
     cagrad_coefficients,
     mgda_coefficients,
     pcgrad_coefficients,
+    rescale_mode,
     validate_c,
     validate_weights,
     weighted_sum_coefficients,
@@ -58,35 +59,27 @@ Weights = Sequence[float] | jax.Array
 
 
 class AggregatorState(NamedTuple):
-    """State of a Gram-based aggregator: the last step's diagnostics, by name.
+    """State of a Gram-based aggregator: the last step's diagnostics.
 
-    See :class:`raco_jax.AggregationDiagnostics` for the meaning of each field. Before the first
-    update every field is zero. When the transformation does not know K at ``init`` (``mgda()``,
-    ``cagrad()`` without weights, ``pcgrad()`` without weights, all without ``num_objectives``),
-    the ``[K]``-shaped fields have size 0 and only the scalar diagnostics are recorded; pass
-    ``num_objectives=K`` to record them all.
+    Attributes:
+      diagnostics: an :class:`raco_jax.AggregationDiagnostics` (what each field means is
+        documented there). Before the first update every field is zero (``finite`` is True).
+        When the transformation does not know K at ``init`` (``mgda()``, ``cagrad()`` without
+        weights, ``pcgrad()`` without weights, all without ``num_objectives``), the
+        ``[K]``-shaped fields have size 0 and only the scalar diagnostics are recorded; pass
+        ``num_objectives=K`` to record them all.
+
+    ``optax.tree.get(state, "coefficients")`` finds a field in any chain.
     """
 
-    coefficients: jax.Array
-    dual: jax.Array
-    clipped_dual: jax.Array
-    gram: jax.Array
-    duality_gap: jax.Array
-    num_conflicts: jax.Array
-    cos_update_anchor: jax.Array
+    diagnostics: AggregationDiagnostics
 
 
 class PCGradState(NamedTuple):
-    """State of :func:`pcgrad`: the PRNG key for the projection orders, then the diagnostics."""
+    """State of :func:`pcgrad`: the PRNG key for the projection orders, and the diagnostics."""
 
     key: jax.Array
-    coefficients: jax.Array
-    dual: jax.Array
-    clipped_dual: jax.Array
-    gram: jax.Array
-    duality_gap: jax.Array
-    num_conflicts: jax.Array
-    cos_update_anchor: jax.Array
+    diagnostics: AggregationDiagnostics
 
 
 def _empty_diagnostics(k: int) -> AggregationDiagnostics:
@@ -98,6 +91,7 @@ def _empty_diagnostics(k: int) -> AggregationDiagnostics:
         duality_gap=jnp.zeros((), jnp.float32),
         num_conflicts=jnp.zeros((), jnp.int32),
         cos_update_anchor=jnp.zeros((), jnp.float32),
+        finite=jnp.ones((), bool),
     )
 
 
@@ -133,7 +127,7 @@ def _gram_aggregator(
 
     def init_fn(params: Any) -> AggregatorState:
         del params
-        return AggregatorState(*_empty_diagnostics(state_k))
+        return AggregatorState(_empty_diagnostics(state_k))
 
     def update_fn(
         updates: Any, state: AggregatorState, params: Any = None, **extra_args: Any
@@ -143,8 +137,8 @@ def _gram_aggregator(
         gram = gram_matrix(updates)
         coefficients, diagnostics = coefficients_fn(gram, k)
         new_updates = combine(updates, coefficients)
-        diagnostics = _fit_to_state(diagnostics, state.coefficients.shape[0])
-        return new_updates, AggregatorState(*diagnostics)
+        diagnostics = _fit_to_state(diagnostics, state.diagnostics.coefficients.shape[0])
+        return new_updates, AggregatorState(diagnostics)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -196,7 +190,7 @@ def clipped_cagrad(
       >>> updates, state = tx.update(stacked, state, params)
       >>> [round(float(v), 6) for v in updates["x"]]  # -d
       [0.882999, 0.099557]
-      >>> [round(float(v), 6) for v in state[0].coefficients]
+      >>> [round(float(v), 6) for v in optax.tree.get(state, "coefficients")]
       [0.327519, 1.210518]
 
     References:
@@ -254,7 +248,7 @@ def cagrad(
       NeurIPS 2021, https://arxiv.org/abs/2110.14048.
     """
     c = validate_c(c, strict_below_one=False)
-    _rescale_mode(rescale, clip=False)
+    rescale_mode(rescale, clip=False)
     if weights is not None:
         weights = validate_weights(weights)
     k = _known_k(weights, num_objectives)
@@ -277,8 +271,9 @@ def weighted_sum(
     Args:
       weights: ``[K]`` weights on the simplex (injectable).
       diagnostics: compute the Gram matrix for the state's diagnostics (conflict count,
-        ``gram``). With False the update is a single pass over the stacked gradients and the
-        state keeps zeros (the cheapest possible baseline).
+        ``gram``, the ``finite`` check). With False the update is a single pass over the
+        stacked gradients and the state keeps zeros (the cheapest possible baseline); a NaN
+        gradient entry then stays in its own leaf of the update.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` over stacked updates (state
@@ -303,14 +298,15 @@ def weighted_sum(
 
     def init_fn(params: Any) -> AggregatorState:
         del params
-        return AggregatorState(*_empty_diagnostics(k))
+        return AggregatorState(_empty_diagnostics(k))
 
     def update_fn(
         updates: Any, state: AggregatorState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, AggregatorState]:
         del params, extra_args
         _check_k(updates, k, "weighted_sum")
-        return combine(updates, weights), state._replace(coefficients=weights)
+        diagnostics = state.diagnostics._replace(coefficients=weights)
+        return combine(updates, weights), AggregatorState(diagnostics)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -396,7 +392,7 @@ def pcgrad(
 
     def init_fn(params: Any) -> PCGradState:
         del params
-        return PCGradState(jax.random.key(seed), *_empty_diagnostics(state_k))
+        return PCGradState(jax.random.key(seed), _empty_diagnostics(state_k))
 
     def update_fn(
         updates: Any, state: PCGradState, params: Any = None, **extra_args: Any
@@ -406,8 +402,8 @@ def pcgrad(
         key, subkey = jax.random.split(state.key)
         gram = gram_matrix(updates)
         coefficients, diagnostics = pcgrad_coefficients(gram, subkey, weights, reduction)
-        diagnostics = _fit_to_state(diagnostics, state.coefficients.shape[0])
-        return combine(updates, coefficients), PCGradState(key, *diagnostics)
+        diagnostics = _fit_to_state(diagnostics, state.diagnostics.coefficients.shape[0])
+        return combine(updates, coefficients), PCGradState(key, diagnostics)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

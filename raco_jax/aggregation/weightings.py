@@ -21,6 +21,7 @@ __all__ = [
     "cagrad_coefficients",
     "mgda_coefficients",
     "pcgrad_coefficients",
+    "rescale_mode",
     "validate_c",
     "validate_weights",
     "weighted_sum_coefficients",
@@ -48,6 +49,10 @@ class AggregationDiagnostics(NamedTuple):
       num_conflicts: int32, the number of objective pairs with :math:`\\langle g_i, g_j\\rangle < 0`.
       cos_update_anchor: cosine between the update d and the weighted anchor
         :math:`g_0 = \\sum_k w_k g_k`.
+      finite: bool, whether every entry of the Gram matrix was finite. When it is False (a NaN
+        or infinite gradient entry anywhere), the coefficients, the dual values, the gap and the
+        cosine are NaN, so the whole update is NaN (every leaf, not only the leaf that held the
+        NaN) and ``optax.apply_if_finite`` placed after the aggregator skips the step.
     """
 
     coefficients: jax.Array
@@ -57,6 +62,7 @@ class AggregationDiagnostics(NamedTuple):
     duality_gap: jax.Array
     num_conflicts: jax.Array
     cos_update_anchor: jax.Array
+    finite: jax.Array
 
 
 def _concrete(value: Any) -> np.ndarray | None:
@@ -159,6 +165,26 @@ def _combination_is_zero(gram_n: jax.Array, p: jax.Array) -> tuple[jax.Array, ja
     return norm2, ~(norm2 > _CANCELLATION_TOL * upper)
 
 
+def _finite_or_nan(
+    coefficients: jax.Array, diagnostics: AggregationDiagnostics
+) -> tuple[jax.Array, AggregationDiagnostics]:
+    """NaN coefficients and diagnostics unless every Gram entry is finite (see ``finite``)."""
+    finite = jnp.all(jnp.isfinite(diagnostics.gram))
+
+    def nan_unless_finite(x: jax.Array) -> jax.Array:
+        return jnp.where(finite, x, jnp.nan)
+
+    coefficients = nan_unless_finite(coefficients)
+    return coefficients, diagnostics._replace(
+        coefficients=coefficients,
+        dual=nan_unless_finite(diagnostics.dual),
+        clipped_dual=nan_unless_finite(diagnostics.clipped_dual),
+        duality_gap=nan_unless_finite(diagnostics.duality_gap),
+        cos_update_anchor=nan_unless_finite(diagnostics.cos_update_anchor),
+        finite=finite,
+    )
+
+
 def cagrad_coefficients(
     gram: jax.Array,
     weights: Any,
@@ -182,6 +208,8 @@ def cagrad_coefficients(
     If :math:`\tilde G = 0`, clipped CAGrad returns :math:`a = w` (the paper's rule), while
     unclipped CAGrad returns the projection of :math:`g_0` onto the dual cone
     :math:`\{d: \langle g_k, d\rangle \ge 0\}` (the optimal direction closest to :math:`g_0`).
+    A non-finite Gram entry (a NaN or infinite gradient) is not a degenerate case but an error
+    in the input: the coefficients are NaN and ``diagnostics.finite`` is False.
 
     Args:
       gram: ``[K, K]`` Gram matrix (any positive scale; it is normalised internally).
@@ -211,7 +239,7 @@ def cagrad_coefficients(
     k = gram.shape[0]
     weights = validate_weights(weights, k)
     c = validate_c(c, strict_below_one=clip)
-    scale_mode = _rescale_mode(rescale, clip)
+    scale_mode = rescale_mode(rescale, clip)
 
     gram_n, trace = simplex.normalize_gram(gram)
     anchor_norm2, anchor_vanished = _combination_is_zero(gram_n, weights)
@@ -254,11 +282,22 @@ def cagrad_coefficients(
         duality_gap=gap,
         num_conflicts=_num_conflicts(gram),
         cos_update_anchor=jnp.where(active, _cosine(gram_n, coefficients, weights), 1.0),
+        finite=jnp.ones((), bool),
     )
-    return coefficients, diagnostics
+    return _finite_or_nan(coefficients, diagnostics)
 
 
-def _rescale_mode(rescale: Rescale, clip: bool) -> int:
+def rescale_mode(rescale: Rescale, clip: bool) -> int:
+    """The CAGrad rescale as an integer: 0 (none), 1 (divide by 1 + c^2) or 2 (by 1 + c).
+
+    Accepts None, ``"1+c"``, ``"1+c^2"`` and the CAGrad code's integers 0, 1, 2; RACO (``clip``)
+    never rescales.
+
+    Example:
+      >>> from raco_jax.aggregation.weightings import rescale_mode
+      >>> rescale_mode("1+c", clip=False), rescale_mode(None, clip=True)
+      (2, 0)
+    """
     modes = {None: 0, 0: 0, "1+c^2": 1, 1: 1, "1+c": 2, 2: 2}
     if isinstance(rescale, bool) or rescale not in modes:
         raise ValueError(
@@ -274,7 +313,8 @@ def weighted_sum_coefficients(
 ) -> tuple[jax.Array, AggregationDiagnostics]:
     r"""Linear scalarisation (DPO-LW): :math:`a = w`, :math:`d = \sum_k w_k g_k`.
 
-    The Gram matrix is only used for the diagnostics.
+    The Gram matrix is only used for the diagnostics (and the ``finite`` check: a non-finite
+    Gram entry gives NaN coefficients, like every weighting here).
 
     Example:
       >>> import jax.numpy as jnp
@@ -294,8 +334,9 @@ def weighted_sum_coefficients(
         duality_gap=jnp.zeros((), jnp.float32),
         num_conflicts=_num_conflicts(gram),
         cos_update_anchor=jnp.ones((), jnp.float32),
+        finite=jnp.ones((), bool),
     )
-    return weights, diagnostics
+    return _finite_or_nan(weights, diagnostics)
 
 
 def mgda_coefficients(gram: jax.Array) -> tuple[jax.Array, AggregationDiagnostics]:
@@ -330,8 +371,9 @@ def mgda_coefficients(gram: jax.Array) -> tuple[jax.Array, AggregationDiagnostic
         duality_gap=gap,
         num_conflicts=_num_conflicts(gram),
         cos_update_anchor=_cosine(gram_n, p, jnp.full((k,), 1.0 / k)),
+        finite=jnp.ones((), bool),
     )
-    return p, diagnostics
+    return _finite_or_nan(p, diagnostics)
 
 
 def pcgrad_coefficients(
@@ -399,5 +441,6 @@ def pcgrad_coefficients(
         duality_gap=jnp.zeros((), jnp.float32),
         num_conflicts=_num_conflicts(gram),
         cos_update_anchor=_cosine(gram_n, coefficients, weights),
+        finite=jnp.ones((), bool),
     )
-    return coefficients, diagnostics
+    return _finite_or_nan(coefficients, diagnostics)

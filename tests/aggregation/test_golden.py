@@ -21,7 +21,7 @@ def _direction(tx, jac: np.ndarray):
 def test_worked_example_unclipped() -> None:
     d, state = _direction(raco_jax.cagrad(c=0.5, weights=(0.2, 0.8)), G1_G2)
     np.testing.assert_allclose(d, [-0.703735, -0.281494], atol=1e-6)
-    np.testing.assert_allclose(state.dual, [0.356145, 0.643855], atol=1e-6)
+    np.testing.assert_allclose(state.diagnostics.dual, [0.356145, 0.643855], atol=1e-6)
     improvements = G1_G2 @ d
     np.testing.assert_allclose(improvements, [0.422241, 0.422241], atol=1e-6)
 
@@ -29,14 +29,14 @@ def test_worked_example_unclipped() -> None:
 def test_worked_example_clipped() -> None:
     d, state = _direction(raco_jax.clipped_cagrad(weights=(0.2, 0.8), c=0.5), G1_G2)
     np.testing.assert_allclose(d, [-0.882999, -0.099557], atol=1e-6)
-    np.testing.assert_allclose(state.dual, [0.356145, 0.643855], atol=1e-6)
-    np.testing.assert_allclose(state.clipped_dual, [0.2, 0.643855], atol=1e-6)
+    np.testing.assert_allclose(state.diagnostics.dual, [0.356145, 0.643855], atol=1e-6)
+    np.testing.assert_allclose(state.diagnostics.clipped_dual, [0.2, 0.643855], atol=1e-6)
     np.testing.assert_allclose(G1_G2 @ d, [-0.484771, 0.783442], atol=1e-6)
     # the correction has length exactly c * ||g_0||
     g0 = np.array([0.2, 0.8]) @ G1_G2
     np.testing.assert_allclose(np.linalg.norm(d - g0), 0.5 * np.linalg.norm(g0), rtol=1e-6)
-    assert state.num_conflicts == 1
-    assert float(state.duality_gap) < 1e-6
+    assert state.diagnostics.num_conflicts == 1
+    assert float(state.diagnostics.duality_gap) < 1e-6
 
 
 def test_theorem_3_2_cosines() -> None:
@@ -57,7 +57,7 @@ def test_uniform_weight_cagrad() -> None:
     jac = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
     d, state = _direction(raco_jax.cagrad(c=0.5, num_objectives=2), jac)
     np.testing.assert_allclose(d, [0.183503, 1.204124, 1.204124], atol=1e-6)
-    np.testing.assert_allclose(state.dual, [1.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(state.diagnostics.dual, [1.0, 0.0], atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_zero_and_cancelling_gradients_stay_finite(tx_factory) -> None:
     for jac in (np.zeros((2, 3)), np.array([[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]])):
         d, state = _direction(tx_factory(c=0.4, weights=w), jac)
         assert np.all(np.isfinite(d))
-        assert np.all(np.isfinite(np.asarray(state.coefficients)))
+        assert np.all(np.isfinite(np.asarray(state.diagnostics.coefficients)))
         # g_0 = 0 here, so the update is g_0 = 0
         np.testing.assert_allclose(d, 0.0, atol=1e-6)
 
@@ -88,7 +88,7 @@ def test_clipped_dead_weight_vertex_falls_back_to_anchor() -> None:
     """p* = e_2 with w_2 = 0: the clipped combination is 0, so d = g_0 (the paper's rule)."""
     jac = np.array([[1.0, 0.0], [-1.0, 0.5]])
     d, state = _direction(raco_jax.clipped_cagrad(weights=(1.0, 0.0), c=0.5), jac)
-    np.testing.assert_allclose(state.dual, [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(state.diagnostics.dual, [0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(d, jac[0], atol=1e-6)
 
 
@@ -100,5 +100,5 @@ def test_vanishing_anchor_steps_along_the_anchor(tx_factory) -> None:
     d, state = _direction(tx_factory(c=0.4, weights=(0.5, 0.5)), jac)
     g0 = np.asarray(jnp.asarray(jac, jnp.float32).mean(axis=0), np.float64)
     np.testing.assert_allclose(d, g0, rtol=1e-5, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(state.coefficients), [0.5, 0.5])
-    assert float(state.cos_update_anchor) == 1.0
+    np.testing.assert_allclose(np.asarray(state.diagnostics.coefficients), [0.5, 0.5])
+    assert float(state.diagnostics.cos_update_anchor) == 1.0

@@ -77,7 +77,7 @@ def test_bf16_in_bf16_out(name: str) -> None:
     for u in jax.tree_util.tree_leaves(updates):
         assert u.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(u, np.float32)))
     # the Gram matrix is float32 even for bf16 gradients
-    assert state.gram.dtype == jnp.float32
+    assert state.diagnostics.gram.dtype == jnp.float32
 
 
 def test_gram_is_float32_highest_precision_for_bf16() -> None:
@@ -98,6 +98,7 @@ def test_state_exposes_diagnostics_by_name() -> None:
         "duality_gap",
         "num_conflicts",
         "cos_update_anchor",
+        "finite",
     ):
         value = optax.tree.get(state, field)
         assert np.all(np.isfinite(np.asarray(value)))
@@ -302,9 +303,9 @@ def test_pcgrad_order_comes_from_the_state_key() -> None:
 def test_mgda_without_num_objectives_records_scalar_diagnostics() -> None:
     tx = raco_jax.mgda()
     state = tx.init(_params())
-    assert state.coefficients.shape == (0,)
+    assert state.diagnostics.coefficients.shape == (0,)
     updates, state = jax.jit(tx.update)(_stacked(), state)
-    assert state.coefficients.shape == (0,) and state.num_conflicts.shape == ()
+    assert state.diagnostics.coefficients.shape == (0,) and state.diagnostics.num_conflicts.shape == ()
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(_params())
 
 
@@ -313,9 +314,9 @@ def test_weighted_sum_single_pass_gives_the_same_update() -> None:
     a, state_full = full.update(_stacked(), full.init(None))
     b, state_lean = lean.update(_stacked(), lean.init(None))
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
-    np.testing.assert_allclose(state_lean.coefficients, W)
+    np.testing.assert_allclose(state_lean.diagnostics.coefficients, W)
     assert (
-        float(jnp.abs(state_lean.gram).sum()) == 0.0 and float(jnp.abs(state_full.gram).sum()) > 0
+        float(jnp.abs(state_lean.diagnostics.gram).sum()) == 0.0 and float(jnp.abs(state_full.diagnostics.gram).sum()) > 0
     )
 
 
@@ -331,3 +332,34 @@ def test_state_types_stable_under_lax_cond(name: str) -> None:
     new_state = maybe_update(True, _stacked(), state)
     kept = maybe_update(False, _stacked(), state)
     assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(kept)
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATORS))
+def test_integer_gradients_are_refused(name: str) -> None:
+    tx = AGGREGATORS[name]()
+    stacked = jax.tree_util.tree_map(lambda g: (10 * g).astype(jnp.int32), _stacked())
+    with pytest.raises(TypeError, match=r"updates leaf \['dense'\]\['bias'\] has dtype int32"):
+        tx.update(stacked, tx.init(_params()))
+
+
+@pytest.mark.parametrize("name", sorted(set(AGGREGATORS) - {"weighted_sum_single_pass"}))
+def test_a_nan_anywhere_makes_the_whole_update_and_the_diagnostics_nan(name: str) -> None:
+    tx = AGGREGATORS[name]()
+    stacked = _stacked()
+    stacked["scale"] = stacked["scale"].at[1].set(jnp.nan)  # one entry of one leaf
+    updates, state = jax.jit(tx.update)(stacked, tx.init(_params()))
+    for leaf in jax.tree_util.tree_leaves(updates):
+        assert np.all(np.isnan(np.asarray(leaf)))  # the finite leaves too
+    assert not bool(optax.tree.get(state, "finite"))
+    assert np.all(np.isnan(np.asarray(optax.tree.get(state, "coefficients"))))
+    # the README's guard skips such a step: apply_if_finite after the aggregator
+    guarded = optax.chain(AGGREGATORS[name](), optax.apply_if_finite(optax.sgd(1.0), 3))
+    guarded_updates, guarded_state = guarded.update(stacked, guarded.init(_params()), _params())
+    assert all(float(jnp.abs(u).sum()) == 0.0 for u in jax.tree_util.tree_leaves(guarded_updates))
+    assert int(guarded_state[1].notfinite_count) == 1
+
+
+def test_finite_gradients_are_flagged_finite() -> None:
+    tx = raco_jax.clipped_cagrad(weights=W, c=0.4)
+    _, state = tx.update(_stacked(), tx.init(_params()))
+    assert bool(state.diagnostics.finite) and bool(tx.init(_params()).diagnostics.finite)

@@ -30,5 +30,5 @@ def test_quick_start_snippet_runs(capsys) -> None:
     params = namespace["params"]
     assert set(params) == {"w", "b"}
     state = namespace["state"]
-    assert state[0].coefficients.shape == (2,)
+    assert state[0].diagnostics.coefficients.shape == (2,)
     assert capsys.readouterr().out.strip()
