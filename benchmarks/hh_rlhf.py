@@ -13,7 +13,7 @@ What it does:
 1. Splits the pairs of each subset into train and validation with a fixed seed
    (:func:`split_subsets`) and writes both as HH-RLHF files under ``<output-dir>/data/``, so
    ``raco-jax evaluate --data-dir <output-dir>/data/val`` reads the same pairs.
-2. Runs ``raco_jax.train.align`` for every method x weight (``w_helpful`` in the grid,
+2. Runs ``raco_jax.align`` for every method x weight (``w_helpful`` in the grid,
    ``w_harmless = 1 - w_helpful``) with the same steps, batch, learning rate and seed; the
    reference log-probs are computed once and shared (``cache_dir``); each run saves its
    adapters (PEFT layout) and config under ``<output-dir>/runs/<method>-<weights>/``. Finished
@@ -348,7 +348,7 @@ def measure_conflict(
     training pairs (one RACO step accumulated over micro-batches of ``--batch-size``; its
     metrics are measured before the update): their cosine and norms, free of the minibatch noise
     that dominates the per-step cosines of the runs. Written to ``<out>/conflict/``."""
-    from raco_jax.train.align import align
+    from raco_jax.train import align
 
     pairs = args.conflict_pairs
     micro = max(1, pairs // args.batch_size)
@@ -361,7 +361,7 @@ def measure_conflict(
         save_every=0,
         output_dir=str(pathlib.Path(args.output_dir) / "conflict"),
     )
-    from raco_jax.train.sweep import run_is_finished
+    from raco_jax.train import run_is_finished
 
     if not run_is_finished(config.output_dir):
         align(config.replace(resume=True), mesh=mesh, tokenizer=tokenizer, progress=True)
@@ -595,7 +595,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.model is None:
-        from raco_jax.models._real_weights import (
+        from raco_jax.models.bundled import (
             RealWeightsUnavailable,
             smollm2_135m_instruct_gguf,
         )
@@ -609,9 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from raco_jax.evaluate.preferences import evaluate_preference_runs
     from raco_jax.models import load_tokenizer
-    from raco_jax.train.align import align
+    from raco_jax.train import align, run_is_finished
     from raco_jax.train.mesh import run_mesh
-    from raco_jax.train.sweep import run_is_finished
 
     out = pathlib.Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

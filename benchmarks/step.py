@@ -109,7 +109,7 @@ class _Stepper:
         self.step = step
         self.batch = jax.device_put(batch)
         self.state = step.init(model)
-        self.compiled = step.jitted.lower(self.state, self.batch).compile()
+        self.compiled = step.lower(self.state, self.batch).compile()
 
     def __call__(self) -> Any:
         self.state, metrics = self.step(self.state, self.batch)

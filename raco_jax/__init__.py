@@ -30,7 +30,17 @@ from raco_jax.objectives import objective_grads, value_and_objective_grads
 
 __version__ = "0.1.0.dev0"
 
-_LAZY_SUBMODULES = ("models", "preference", "data", "train", "evaluate", "toy", "cli")
+_LAZY_SUBMODULES = (
+    "models",
+    "preference",
+    "data",
+    "train",
+    "evaluate",
+    "sweep",
+    "demo",
+    "toy",
+    "cli",
+)
 
 __all__ = [
     "AggregationDiagnostics",
@@ -56,5 +66,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"raco_jax.{name}")
     if name == "align":  # the alignment run; loads flax, transformers and datasets on first use
-        return importlib.import_module("raco_jax.train.align").align
+        return importlib.import_module("raco_jax.train.alignment").align
     raise AttributeError(f"module 'raco_jax' has no attribute {name!r}")

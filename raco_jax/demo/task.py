@@ -48,13 +48,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
-from raco_jax.evaluate.judges import BaseJudge
+from raco_jax.evaluate import BaseJudge
+from raco_jax.models import Decoder, ModelConfig, generate
+from raco_jax.preference import make_batch
 
 __all__ = [
     "AUDIENCE_WORDS",
@@ -505,7 +512,6 @@ def model_config(hidden_size: int = 64, num_layers: int = 2) -> Any:
       >>> config.vocab_size, config.hidden_size, config.num_layers, config.eos_token_id
       (49, 64, 2, 2)
     """
-    from raco_jax.models import ModelConfig
 
     return ModelConfig(
         model_type="qwen3",
@@ -532,9 +538,6 @@ def make_model(seed: int = 0, **config_kwargs: Any) -> Any:
       >>> make_model(0)(jnp.ones((1, 3), jnp.int32)).shape
       (1, 3, 49)
     """
-    from flax import nnx
-
-    from raco_jax.models import Decoder
 
     return Decoder(model_config(**config_kwargs), rngs=nnx.Rngs(seed))
 
@@ -594,8 +597,6 @@ def pretrain(
       >>> len(losses), losses[-1] < losses[0]
       (2, True)
     """
-    import jax.numpy as jnp
-    from flax import nnx
 
     if config.steps % config.steps_per_call:
         raise ValueError(
@@ -622,7 +623,6 @@ def pretrain(
 
 def _pretrain_optimizer(config: PretrainConfig) -> Any:
     """AdamW with 5% warmup and cosine decay to 10%, after a global-norm clip at 1."""
-    import optax
 
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
@@ -638,9 +638,6 @@ def _pretrain_optimizer(config: PretrainConfig) -> Any:
 
 def _pretrain_loss(graphdef: Any, params: Any, rest: Any, batch: dict[str, Any]) -> Any:
     """Mean next-token cross-entropy over the response tokens."""
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     model = nnx.merge(graphdef, params, rest)
     logits = model(batch["input_ids"], batch["attention_mask"])
@@ -653,10 +650,6 @@ def _pretrain_chunk_impl(
     carry: Any, rest: Any, batches: dict[str, Any], *, graphdef: Any, config: PretrainConfig
 ) -> tuple[Any, Any]:
     """``steps_per_call`` optimizer steps in one ``lax.scan`` (jitted once per structure/config)."""
-    import functools
-
-    import jax
-    import optax
 
     tx = _pretrain_optimizer(config)
     loss_and_grad = jax.value_and_grad(functools.partial(_pretrain_loss, graphdef))
@@ -677,8 +670,6 @@ def _pretrain_chunk(
     carry: Any, rest: Any, batches: dict[str, Any], *, graphdef: Any, config: PretrainConfig
 ) -> tuple[Any, Any]:
     if "fn" not in _PRETRAIN_JIT:  # jax is imported lazily: build the jitted function once
-        import jax
-
         _PRETRAIN_JIT["fn"] = jax.jit(_pretrain_chunk_impl, static_argnames=("graphdef", "config"))
     return _PRETRAIN_JIT["fn"](carry, rest, batches, graphdef=graphdef, config=config)
 
@@ -713,7 +704,6 @@ def sample_responses(
       >>> out.shape
       (2, 4)
     """
-    from raco_jax.models import generate
 
     output = generate(
         model,
@@ -769,7 +759,6 @@ class PreferencePairs(NamedTuple):
 
         Example: see :class:`PreferencePairs`.
         """
-        from raco_jax.preference import make_batch
 
         index = slice(None) if index is None else index
         prompts = self.prompts[index]

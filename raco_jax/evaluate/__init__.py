@@ -1,15 +1,18 @@
 """Evaluation: judges, Pareto fronts, exact hypervolume, pairwise win rates and front reports.
 
 A weight sweep is evaluated in three steps: score each run's responses to held-out prompts with
-a judge (:mod:`raco_jax.evaluate.judges`; higher is better on every objective), summarise them
-per run (:func:`summarize_scores`), and compare the methods' fronts
-(:mod:`raco_jax.evaluate.pareto`, :mod:`raco_jax.evaluate.report`) by hypervolume with a stated
-reference point and normalisation, and by win rate (wins + 0.5 ties) / n. Without generation,
-:func:`evaluate_preference_runs` scores saved runs on held-out preference pairs (implicit-reward
-accuracy, margin and DPO loss per objective, :mod:`raco_jax.evaluate.preferences`).
+a judge (:mod:`raco_jax.evaluate.judges`, named by specs in :mod:`raco_jax.evaluate.judge_specs`;
+higher is better on every objective), summarise them per run (:func:`summarize_scores`), and
+compare the methods' fronts (:mod:`raco_jax.evaluate.pareto`, :mod:`raco_jax.evaluate.report`)
+by hypervolume with a stated reference point and normalisation, and by win rate
+(wins + 0.5 ties) / n. :func:`evaluate_runs` does all three for saved runs
+(:mod:`raco_jax.evaluate.judged_runs`, with :mod:`raco_jax.evaluate.responses` for prompts and
+generation). Without generation, :func:`evaluate_preference_runs` scores saved runs on held-out
+preference pairs (implicit-reward accuracy, margin and DPO loss per objective,
+:mod:`raco_jax.evaluate.preferences`).
 
-Importing this package needs only NumPy; matplotlib, torch and transformers are imported by
-the functions that need them.
+The package sits above :mod:`raco_jax.train` (it loads saved runs); matplotlib, torch and
+transformers are imported by the functions that need them.
 
 Example:
   >>> from raco_jax import evaluate
@@ -24,6 +27,13 @@ Example:
 
 from __future__ import annotations
 
+from raco_jax.evaluate.judge_specs import (
+    JudgeSpec,
+    judge_objectives,
+    make_judges,
+    parse_judge_spec,
+)
+from raco_jax.evaluate.judged_runs import evaluate_runs
 from raco_jax.evaluate.judges import (
     BaseJudge,
     CombinedJudge,
@@ -38,6 +48,7 @@ from raco_jax.evaluate.pareto import (
     HypervolumeResult,
     dominates,
     hypervolume,
+    orientation,
     pareto_front,
     win_rate,
 )
@@ -53,6 +64,7 @@ from raco_jax.evaluate.report import (
     plot_fronts,
     write_front_report,
 )
+from raco_jax.evaluate.responses import generate_responses, held_out_prompts, prompt_text
 
 __all__ = [
     "BaseJudge",
@@ -61,18 +73,27 @@ __all__ = [
     "HypervolumeResult",
     "ImplicitRewardJudge",
     "Judge",
+    "JudgeSpec",
     "LengthJudge",
     "LexiconJudge",
     "PreferenceEvaluation",
     "RewardModelJudge",
     "dominates",
     "evaluate_preference_runs",
+    "evaluate_runs",
     "front_table",
+    "generate_responses",
+    "held_out_prompts",
     "hypervolume",
+    "judge_objectives",
+    "make_judges",
     "method_hypervolumes",
+    "orientation",
     "pair_metrics",
     "pareto_front",
+    "parse_judge_spec",
     "plot_fronts",
+    "prompt_text",
     "summarize_scores",
     "win_rate",
     "write_front_report",

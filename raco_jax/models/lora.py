@@ -34,16 +34,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 from flax import nnx
 
 from raco_jax.models.decoder import Decoder, Linear
+from raco_jax.models.param_map import hf_param_map
 from raco_jax.models.sharding import logical_axes
 
 __all__ = [
@@ -496,8 +500,6 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 def _adapter_stems(model: Decoder) -> dict[tuple[Any, ...], str]:
     """Module path of every `LoRALinear` -> its PEFT tensor stem (``base_model.model.<key>``)."""
-    from raco_jax.models.hf_io import hf_param_map
-
     by_path = {path: key for key, (path, _) in hf_param_map(model.config).items()}
     stems = {}
     for path, module in nnx.iter_modules(model):
@@ -535,11 +537,6 @@ def save_lora_adapters(
         >>> sorted(os.listdir(d))
         ['adapter_config.json', 'adapter_model.safetensors']
     """
-    import json
-    import pathlib
-
-    import safetensors.numpy
-
     stems = _adapter_stems(model)
     if not stems:
         raise ValueError("model holds no LoRA adapters: nothing to save (apply_lora first).")
@@ -607,11 +604,6 @@ def load_lora_adapters(model: Decoder, directory: Any) -> Decoder:
         >>> bool(jnp.allclose(loaded(ids), trained(ids), atol=1e-6))
         True
     """
-    import json
-    import pathlib
-
-    import safetensors.numpy
-
     root = pathlib.Path(directory)
     for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
         if not (root / name).is_file():

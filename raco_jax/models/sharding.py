@@ -21,6 +21,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from raco_jax.models.decoder import KVCache
+
 __all__ = [
     "DEFAULT_RULES",
     "KV_CACHE_AXES",
@@ -268,8 +270,6 @@ def cache_shardings(cache: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
         >>> cache.keys[0].sharding.spec
         P(('data', 'fsdp'), None, 'tensor', None)
     """
-    from raco_jax.models.decoder import KVCache
-
     if not isinstance(cache, KVCache):
         raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
 

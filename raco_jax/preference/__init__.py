@@ -29,6 +29,7 @@ from raco_jax.preference.batch import (
 )
 from raco_jax.preference.logps import sequence_logps, sequence_logps_from_hidden, token_logps
 from raco_jax.preference.losses import (
+    LENGTH_NORMALISED_LOSS_TYPES,
     LOSS_TYPES,
     amopo_losses,
     dpo_losses,
@@ -39,6 +40,7 @@ from raco_jax.preference.losses import (
 from raco_jax.preference.metrics import preference_metrics
 
 __all__ = [
+    "LENGTH_NORMALISED_LOSS_TYPES",
     "LOSS_TYPES",
     "PreferenceBatch",
     "amopo_losses",

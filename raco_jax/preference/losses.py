@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "LENGTH_NORMALISED_LOSS_TYPES",
     "LOSS_TYPES",
     "amopo_losses",
     "dpo_losses",
@@ -55,6 +56,9 @@ __all__ = [
 
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "sigmoid_norm"]
 LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
+#: The loss types computed on per-response log-ratios averaged over each response's tokens (as
+#: TRL does): pass ``[2B]`` log-ratios and ``lengths`` to :func:`dpo_losses`.
+LENGTH_NORMALISED_LOSS_TYPES: tuple[str, ...] = ("sigmoid_norm", "ipo")
 
 
 def _check_loss_type(loss_type: str, label_smoothing: float) -> None:

@@ -227,6 +227,63 @@ def _all_finite(metrics: Any) -> bool:
     return True
 
 
+#: Renames of state paths between layouts, newest first: each maps a current path to where a
+#: checkpoint written before the change holds it. ``AggregatorState`` and ``PCGradState`` nest
+#: their diagnostics under ``diagnostics`` since raco_jax 0.1.0.dev0 of December 2026 (before:
+#: the fields sat on the state itself).
+_LEGACY_RENAMES = (lambda name: name.replace("/diagnostics/", "/"),)
+
+
+def _legacy_target(saved: PyTree, target: PyTree) -> tuple[PyTree | None, Any]:
+    """A restore target in the layout of an older checkpoint, and how to rebuild ``target``.
+
+    Every leaf of ``target`` is looked up in the saved tree under its path, or under the path an
+    older layout used (:data:`_LEGACY_RENAMES`); leaves the old layout did not have (new
+    diagnostics) keep ``target``'s value (zeros for abstract leaves). Returns ``(None, None)``
+    unless every saved leaf finds its place (then the saved tree is not an older layout of the
+    target, and the original error stands).
+    """
+    saved_leaves = dict(
+        (_path_name(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
+    )
+    target_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+    source_of: dict[str, str] = {}
+    for path, _ in target_leaves:
+        name = _path_name(path)
+        for candidate in (name, *(rename(name) for rename in _LEGACY_RENAMES)):
+            if candidate in saved_leaves:
+                source_of[name] = candidate
+                break
+    if set(source_of.values()) != set(saved_leaves):  # not this layout: nothing may be dropped
+        return None, None
+    by_source = {
+        source_of[_path_name(path)]: leaf
+        for path, leaf in target_leaves
+        if _path_name(path) in source_of
+    }
+    state_target = jax.tree_util.tree_map_with_path(
+        lambda path, _: by_source[_path_name(path)], saved
+    )
+
+    def rebuild(restored: PyTree) -> PyTree:
+        restored_leaves = dict(
+            (_path_name(path), leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]
+        )
+        values = []
+        for path, leaf in target_leaves:
+            source = source_of.get(_path_name(path))
+            if source is not None:
+                values.append(restored_leaves[source])
+            elif isinstance(leaf, jax.ShapeDtypeStruct):
+                values.append(jax.numpy.zeros(leaf.shape, leaf.dtype))
+            else:
+                values.append(leaf)
+        return jax.tree_util.tree_unflatten(treedef, values)
+
+    return state_target, rebuild
+
+
 class CheckpointManager:
     """Saves and restores a run's checkpoints (orbax underneath), keeping the last good one.
 
@@ -499,22 +556,39 @@ class CheckpointManager:
                     f"no checkpoint for step {step} in {self.directory}; "
                     f"available steps: {self.all_steps()}."
                 )
-        if target is None:
-            state_args = ocp.args.StandardRestore()
-        else:
-            state_args = ocp.args.StandardRestore(abstract_target(_abstract_keys_to_data(target)))
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    _STATE_ITEM: state_args,
-                    _DATA_ITEM: ocp.args.JsonRestore(),
-                    _RUN_ITEM: ocp.args.JsonRestore(),
-                }
-            ),
-        )
+        data_target = None if target is None else _abstract_keys_to_data(target)
+
+        def restore_with(state_target: PyTree) -> Any:
+            state_args = (
+                ocp.args.StandardRestore()
+                if state_target is None
+                else ocp.args.StandardRestore(abstract_target(state_target))
+            )
+            return self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        _STATE_ITEM: state_args,
+                        _DATA_ITEM: ocp.args.JsonRestore(),
+                        _RUN_ITEM: ocp.args.JsonRestore(),
+                    }
+                ),
+            )
+
+        try:
+            restored = restore_with(data_target)
+            state = restored[_STATE_ITEM]
+        except ValueError as err:
+            if data_target is None or "tree structures do not match" not in str(err):
+                raise
+            saved = self._manager.item_metadata(step)[_STATE_ITEM].tree
+            state_target, rebuild = _legacy_target(saved, data_target)
+            if state_target is None:
+                raise
+            restored = restore_with(state_target)
+            state = rebuild(restored[_STATE_ITEM])
         run = restored[_RUN_ITEM]
-        state = _data_to_keys(restored[_STATE_ITEM], run.get("prng_keys", {}))
+        state = _data_to_keys(state, run.get("prng_keys", {}))
         return Checkpoint(
             step=step,
             state=state,

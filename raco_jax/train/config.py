@@ -20,8 +20,18 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from raco_jax.data import list_schemas
+from raco_jax.models.lora import DEFAULT_TARGET_MODULES
+from raco_jax.preference import LOSS_TYPES
+from raco_jax.train.methods import (
+    AGGREGATE_AT,
+    METHODS,
+    REFERENCES,
+    check_method,
+    resolve_reference,
+)
+
 __all__ = [
-    "METHODS",
     "PRESETS",
     "AlignConfig",
     "add_config_flags",
@@ -32,17 +42,31 @@ __all__ = [
     "validate_config",
 ]
 
-METHODS = ("raco", "cagrad", "dpo-lw", "mgda", "pcgrad", "amopo", "modpo")
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16")
-REFERENCES = ("precomputed", "online", "lora_base")
-AGGREGATE_AT = ("batch", "micro_batch")
+EXPORT_LORA = ("merged", "adapter")
+
+_DATASET_HELP = (
+    "the preference data: a Hugging Face hub id, a local file (.jsonl, .json, .parquet, .csv, "
+    "optionally compressed .gz/.bz2/.xz/.zst), a directory of such files (split files such as "
+    "train.jsonl or <subset>/train.jsonl.gz are recognised by name; for hh-rlhf the subset "
+    "files helpful-base*/harmless-base* give the objectives), or a comma-separated list of "
+    "files; read with --schema"
+)
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:
+    """A config field with its documentation (shown by ``raco-jax align --help``)."""
+    if isinstance(default, tuple) or default is None or isinstance(default, (str, int, float)):
+        return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+    raise TypeError(f"unsupported default {default!r}")  # pragma: no cover
 
 
 @dataclasses.dataclass(frozen=True)
 class AlignConfig:
-    """Everything an alignment run needs (see ``raco-jax align --help`` for the flags).
+    """Everything an alignment run needs; every field is also a flag of ``raco-jax align``.
+
+    The fields, with their documentation, are listed below (and by ``raco-jax align --help``).
 
     Example:
         >>> from raco_jax.train.config import AlignConfig
@@ -54,70 +78,110 @@ class AlignConfig:
     """
 
     # what to align, on what
-    model: str = ""
-    tokenizer: str | None = None
-    dataset: str = ""
-    schema: str = "generic"
-    train_split: str = "train"
-    eval_split: str | None = None
-    eval_fraction: float = 0.0
-    objectives: tuple[str, ...] = ()
-    weights: tuple[float, ...] = ()
-    # the method
-    method: str = "raco"
-    c: float = 0.4
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    label_smoothing: float = 0.0
-    aggregate_at: str = "batch"
-    reference: str = "precomputed"
-    # MODPO only: the target objective (default: the first) and one margin reward model per
-    # other objective, in objective order (HF directories; margin reward beta * log(pi_j/pi_ref))
-    modpo_target: str | None = None
-    margin_models: tuple[str, ...] = ()
-    # optimisation
-    learning_rate: float = 1e-6
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    batch_size: int = 64
-    micro_batches: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_length: int = 2048
-    max_prompt_length: int = 1536
-    # model handling
-    lora_rank: int = 0
-    lora_alpha: float = 16.0
-    lora_targets: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
+    model: str = _field(
+        "", "the model to align: a Hugging Face checkpoint directory, a hub id or a .gguf file"
     )
-    export_lora: str = "merged"
-    dtype: str = "bfloat16"
-    param_dtype: str = "float32"
-    remat: bool = False
-    # project hidden states to logits this many positions at a time, so the [2B, T, vocab]
-    # float32 logits are never built (None: full logits; e.g. 256 for a 150k vocabulary)
-    time_chunk_size: int | None = None
+    tokenizer: str | None = _field(
+        None, "the tokenizer (a directory or hub id; default: the model's, also for .gguf)"
+    )
+    dataset: str = _field("", _DATASET_HELP)
+    schema: str = _field(
+        "generic", "how the dataset's rows become preference pairs (a registered schema)"
+    )
+    train_split: str = _field("train", "the split (or split-named file) to train on")
+    eval_split: str | None = _field(
+        None, "a split of the dataset held out for evaluation (default: none, see eval_fraction)"
+    )
+    eval_fraction: float = _field(
+        0.0, "the share of the training pairs held out for evaluation, drawn with the seed"
+    )
+    objectives: tuple[str, ...] = _field(
+        (),
+        "the objectives, comma-separated (default: every objective the schema labels, when "
+        "the schema fixes them)",
+    )
+    weights: tuple[float, ...] = _field(
+        (), "the user weights of the objectives, comma-separated, on the simplex (default: uniform)"
+    )
+    # the method
+    method: str = _field("raco", "the method", choices=METHODS)
+    c: float = _field(0.4, "CAGrad radius (raco: 0 <= c < 1; c = 0 is the weighted sum)")
+    beta: float = _field(0.1, "DPO temperature (the paper's presets use 0.2)")
+    loss_type: str = _field("sigmoid", "the DPO loss", choices=LOSS_TYPES)
+    label_smoothing: float = _field(0.0, "label smoothing of the sigmoid and robust losses")
+    aggregate_at: str = _field(
+        "batch",
+        "aggregate the accumulated gradients once per step (batch, Algorithm 1) or each "
+        "micro-batch's and average the directions (micro_batch, the RACO authors' code)",
+        choices=AGGREGATE_AT,
+    )
+    reference: str | None = _field(
+        None,
+        "where the reference log-probs come from: precomputed once per pair, online (a frozen "
+        "copy in every step), lora_base (online, the base model under LoRA) or none (AMoPO); "
+        "default: none for amopo, else precomputed",
+        choices=REFERENCES,
+    )
+    modpo_target: str | None = _field(None, "MODPO only: the target objective (default: the first)")
+    margin_models: tuple[str, ...] = _field(
+        (),
+        "MODPO only: one margin reward model per other objective, in objective order (HF "
+        "directories; margin reward beta * log(pi_j/pi_ref))",
+    )
+    # optimisation
+    learning_rate: float = _field(1e-6, "peak learning rate of AdamW")
+    weight_decay: float = _field(0.0, "AdamW's decoupled weight decay")
+    schedule: str = _field(
+        "cosine", "learning-rate schedule after the linear warmup", choices=SCHEDULES
+    )
+    warmup_ratio: float = _field(0.1, "share of the steps spent warming up linearly")
+    max_grad_norm: float = _field(1.0, "global-norm clip of the aggregated update")
+    batch_size: int = _field(64, "preference pairs per optimizer step")
+    micro_batches: int = _field(1, "micro-batches per step (gradient accumulation)")
+    epochs: float = _field(1.0, "passes over the training pairs (unless max_steps)")
+    max_steps: int | None = _field(None, "optimizer steps (default: from epochs)")
+    max_length: int = _field(2048, "tokens per prompt + response (longer are truncated)")
+    max_prompt_length: int = _field(1536, "prompt tokens kept (from the end)")
+    # model handling
+    lora_rank: int = _field(0, "LoRA rank (0: full fine-tuning)")
+    lora_alpha: float = _field(16.0, "LoRA alpha (the update is scaled by alpha / rank)")
+    lora_targets: tuple[str, ...] = _field(
+        DEFAULT_TARGET_MODULES, "the projections that get LoRA adapters, comma-separated"
+    )
+    export_lora: str = _field(
+        "merged",
+        "with LoRA, export the merged model (merged) or the adapters alone in PEFT layout "
+        "(adapter)",
+        choices=EXPORT_LORA,
+    )
+    dtype: str = _field("bfloat16", "compute dtype", choices=DTYPES)
+    param_dtype: str = _field("float32", "parameter dtype", choices=DTYPES)
+    remat: bool = _field(False, "recompute activations in the backward pass (less memory)")
+    time_chunk_size: int | None = _field(
+        None,
+        "project hidden states to logits this many positions at a time, so [2B, T, vocab] "
+        "float32 logits are never built (e.g. 256 for a 150k vocabulary; default: full logits)",
+    )
     # run management
-    seed: int = 0
-    eval_every: int = 0
-    log_every: int = 10
-    save_every: int = 0
-    output_dir: str = "runs/raco"
-    # where the cached reference log-probs go (default <output_dir>/cache); runs of a sweep on
-    # the same model and data share one cache directory and compute them once
-    cache_dir: str | None = None
-    resume: bool = False
-    mesh: tuple[int, int, int] = (-1, 1, 1)
-    distributed: bool = False
+    seed: int = _field(0, "seed of the data order, the held-out split, LoRA and PCGrad")
+    eval_every: int = _field(0, "evaluate on the held-out pairs every N steps (0: at the end)")
+    log_every: int = _field(10, "log metrics every N steps")
+    save_every: int = _field(0, "checkpoint every N steps (0: only at the end)")
+    output_dir: str = _field("runs/raco", "the run's directory")
+    cache_dir: str | None = _field(
+        None,
+        "where the cached reference log-probs go (default: <output_dir>/cache); runs of a sweep "
+        "on the same model and data share one and compute them once",
+    )
+    resume: bool = _field(
+        False, "continue the run in output_dir from its latest checkpoint (or start it)"
+    )
+    mesh: tuple[int, int, int] = _field(
+        (-1, 1, 1), "the (data, fsdp, tensor) device mesh; -1: the rest of the devices"
+    )
+    distributed: bool = _field(
+        False, "call jax.distributed.initialize() first (multi-host TPU/GPU runs)"
+    )
 
     def replace(self, **changes: Any) -> AlignConfig:
         """A copy with some fields changed (validated by :func:`config_from_mapping`).
@@ -138,6 +202,20 @@ class AlignConfig:
             'raco'
         """
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _field_docs() -> str:
+    lines = ["", "    Fields:"]
+    for field in dataclasses.fields(AlignConfig):
+        choices = field.metadata.get("choices")
+        extra = f" One of: {', '.join(choices)}." if choices else ""
+        lines.append(
+            f"      {field.name} (default {field.default!r}): {field.metadata['help']}.{extra}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+AlignConfig.__doc__ = (AlignConfig.__doc__ or "") + _field_docs()
 
 
 # The paper's recipe (raco-algorithm.md section 7): AdamW, cosine with 10% warmup, clipping at
@@ -299,7 +377,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     types = _field_types()
     for field in dataclasses.fields(AlignConfig):
         flag = "--" + field.name.replace("_", "-")
-        default = field.default
+        help_text = field.metadata.get("help", "")
+        if field.name == "schema":
+            help_text += f" (registered: {', '.join(list_schemas())})"
         if types[field.name] is bool:
             parser.add_argument(
                 flag,
@@ -307,11 +387,28 @@ def add_config_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                 default=None,
                 action="store_const",
                 const="true",
-                help=f"(default: {default})",
+                help=f"{help_text} (default: off)",
             )
             continue
-        parser.add_argument(flag, dest=field.name, default=None, help=f"(default: {default!r})")
+        choices = field.metadata.get("choices")
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            default=None,
+            choices=choices,
+            metavar=field.name.upper() if choices is None else None,
+            help=f"{help_text} (default: {_shown_default(field)})",
+        )
     return parser
+
+
+def _shown_default(field: dataclasses.Field) -> str:
+    default = field.default
+    if default is None:
+        return "unset"
+    if isinstance(default, tuple):
+        return ",".join(str(v) for v in default) if default else "unset"
+    return str(default) if default != "" else "required"
 
 
 def config_from_args(args: argparse.Namespace | Sequence[str]) -> AlignConfig:
@@ -396,8 +493,7 @@ def validate_config(
         ...
         ValueError: weights must sum to 1 (within 1e-6), got 1.1 for (0.5, 0.6).
     """
-    if config.method not in METHODS:
-        raise ValueError(f"unknown method {config.method!r}; choose one of {list(METHODS)}.")
+    check_method(config.method)
     if config.loss_type not in LOSS_TYPES:
         raise ValueError(
             f"unknown loss_type {config.loss_type!r}; choose one of {list(LOSS_TYPES)}."
@@ -406,9 +502,8 @@ def validate_config(
         ("schedule", SCHEDULES),
         ("dtype", DTYPES),
         ("param_dtype", DTYPES),
-        ("reference", REFERENCES),
         ("aggregate_at", AGGREGATE_AT),
-        ("export_lora", ("merged", "adapter")),
+        ("export_lora", EXPORT_LORA),
     ):
         if getattr(config, name) not in allowed:
             raise ValueError(
@@ -467,6 +562,7 @@ def validate_config(
         raise ValueError(f"time_chunk_size must be >= 1 or None, got {config.time_chunk_size}.")
     if config.lora_rank < 0:
         raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {config.lora_rank}.")
+    resolve_reference(config.method, config.reference)
     if config.reference == "lora_base" and config.lora_rank == 0:
         raise ValueError("reference='lora_base' needs LoRA (lora_rank > 0).")
     if not 0 <= config.eval_fraction < 1:

@@ -8,10 +8,9 @@ line of ``metrics.jsonl`` and as TensorBoard scalars (if ``tensorboardX`` is ins
 Evaluation metrics get the ``eval_`` prefix (the TRL convention: ``eval_loss``). At the end,
 :meth:`RunLogger.summary` writes ``summary.json`` and prints a few lines.
 
-Two helpers turn failures into messages a user can act on: :func:`check_finite` raises
-:class:`NonFiniteLossError` naming the metric that turned NaN or infinite (so the loop can stop
-and keep its last good checkpoint), and :func:`describe_failure` explains the usual exceptions,
-naming the config knobs that reduce memory when the accelerator runs out of it.
+:func:`check_finite` raises :class:`~raco_jax.train.failures.NonFiniteLossError` naming the
+metric that turned NaN or infinite (so the loop can stop and keep its last good checkpoint);
+:mod:`raco_jax.train.failures` turns the usual failures into messages a user can act on.
 
 Example:
     >>> import json, tempfile, pathlib
@@ -42,15 +41,12 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any
 
+import jax
 import numpy as np
 
-__all__ = [
-    "NonFiniteLossError",
-    "RunLogger",
-    "check_finite",
-    "describe_failure",
-    "is_out_of_memory",
-]
+from raco_jax.train.failures import NonFiniteLossError, describe_failure
+
+__all__ = ["RunLogger", "check_finite"]
 
 EVAL_PREFIX = "eval_"
 
@@ -74,8 +70,6 @@ def _to_host(metrics: Mapping[str, Any]) -> dict[str, Any]:
     flat = _flatten(metrics)
     arrays = [v for v in flat.values() if hasattr(v, "__array__") and not isinstance(v, np.ndarray)]
     if arrays:
-        import jax
-
         fetched = iter(jax.device_get(arrays))
         flat = {
             k: next(fetched) if hasattr(v, "__array__") and not isinstance(v, np.ndarray) else v
@@ -100,41 +94,6 @@ def _nonfinite(value: Any) -> bool:
 
 
 # -- failures -----------------------------------------------------------------------------
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A metric (usually the loss) became NaN or infinite.
-
-    Attributes:
-      names: the non-finite metrics' names.
-      step: the step, if known.
-      values: name -> the non-finite value.
-
-    Example:
-        >>> from raco_jax.train.logs import NonFiniteLossError
-        >>> err = NonFiniteLossError({"loss": float("nan")}, step=7)
-        >>> err.names, str(err)
-        (('loss',), 'non-finite metric at step 7: loss=nan')
-    """
-
-    def __init__(self, values: Mapping[str, Any], step: int | None = None) -> None:
-        self.values = dict(values)
-        self.names = tuple(self.values)
-        self.step = step
-        where = "" if step is None else f" at step {step}"
-        listed = ", ".join(f"{name}={_short(value)}" for name, value in self.values.items())
-        plural = "s" if len(self.names) > 1 else ""
-        super().__init__(f"non-finite metric{plural}{where}: {listed}")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        flat = np.asarray(value, dtype=np.float64).ravel()
-        bad = int(np.sum(~np.isfinite(flat)))
-        return f"[{bad} of {flat.size} non-finite]"
-    return str(value)
 
 
 def check_finite(
@@ -164,7 +123,7 @@ def check_finite(
         >>> check_finite({"loss": jnp.float32(0.5), "loss/helpful": jnp.nan}, step=3)
         Traceback (most recent call last):
         ...
-        raco_jax.train.logs.NonFiniteLossError: non-finite metric at step 3: loss/helpful=nan
+        raco_jax.train.failures.NonFiniteLossError: non-finite metric at step 3: loss/helpful=nan
     """
     host = _to_host(metrics)
     selected = host if names is None else {n: host[n] for n in names if n in host}
@@ -172,135 +131,6 @@ def check_finite(
     if bad:
         raise NonFiniteLossError(bad, step=step)
     return host
-
-
-_OOM_MARKERS = ("resource_exhausted", "out of memory", "oom when allocating", "failed to allocate")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) says the accelerator ran out of memory.
-
-    Recognises XLA's ``RESOURCE_EXHAUSTED`` status (``jaxlib`` ``XlaRuntimeError``), messages
-    mentioning "Out of memory", and Python's ``MemoryError``.
-
-    Example:
-        >>> from raco_jax.train.logs import is_out_of_memory
-        >>> is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8GiB"))
-        True
-        >>> is_out_of_memory(ValueError("weights must sum to 1"))
-        False
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, MemoryError):
-            return True
-        text = str(current).lower()
-        if any(marker in text for marker in _OOM_MARKERS):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _oom_message(exc: BaseException, config: Any) -> str:
-    def value(name: str, default: Any) -> Any:
-        return getattr(config, name, default) if config is not None else default
-
-    batch_size = value("batch_size", None)
-    micro_batches = value("micro_batches", None)
-    max_length = value("max_length", None)
-    remat = value("remat", None)
-    lora_rank = value("lora_rank", None)
-    dtype = value("dtype", None)
-    mesh = value("mesh", None)
-
-    def now(current: Any) -> str:
-        return "" if current is None else f" (now {current})"
-
-    knobs = [
-        "micro_batches: split each batch into more micro-batches (gradient accumulation, "
-        "same effective batch)"
-        + (f"; try --micro-batches {micro_batches * 2}" if micro_batches else "")
-        + now(micro_batches),
-        "remat: recompute activations in the backward pass instead of storing them"
-        + ("; try --remat" if remat is False else "")
-        + now(remat),
-        "max_length: shorter sequences (and max_prompt_length)"
-        + (f"; try --max-length {max(max_length // 2, 1)}" if max_length else "")
-        + now(max_length),
-        "batch_size: fewer pairs per step" + now(batch_size),
-        "dtype: bfloat16 activations"
-        + ("; try --dtype bfloat16" if dtype == "float32" else "")
-        + now(dtype),
-        "lora_rank: train LoRA adapters instead of every weight (no AdamW moments for the base)"
-        + ("; try --lora-rank 16" if lora_rank == 0 else "")
-        + now(lora_rank),
-        "mesh fsdp: shard parameters and optimizer state over devices, e.g. --mesh 1,-1,1"
-        + now(None if mesh is None else ",".join(str(m) for m in mesh)),
-    ]
-    return (
-        "out of memory on the accelerator (XLA RESOURCE_EXHAUSTED): the parameters, optimizer "
-        "state and activations of one step do not fit. Knobs that reduce memory:\n"
-        + "\n".join(f"  - {knob}" for knob in knobs)
-        + f"\nOriginal error: {_first_line(exc)}"
-    )
-
-
-def describe_failure(exc: BaseException, config: Any = None) -> str:
-    """A clear, actionable message for the failures a run usually meets.
-
-    - Out of memory (:func:`is_out_of_memory`): names the knobs that reduce memory
-      (``batch_size``, ``micro_batches``, ``max_length``, ``remat``, ``lora_rank``, ``dtype``,
-      the mesh's ``fsdp`` axis), with concrete flag values when ``config`` is given.
-    - :class:`NonFiniteLossError`: which metric, at which step, and what to change.
-    - ``KeyboardInterrupt``: how to resume.
-    - ``FileNotFoundError``: which file.
-    - Anything else: the exception's type and first line.
-
-    Args:
-      exc: the exception.
-      config: the run's :class:`~raco_jax.train.config.AlignConfig` (optional).
-
-    Returns:
-      The message (possibly several lines).
-
-    Example:
-        >>> from raco_jax.train.logs import describe_failure
-        >>> err = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
-        ...                    "17179869184 bytes.")
-        >>> message = describe_failure(err)
-        >>> message.splitlines()[0].startswith("out of memory on the accelerator")
-        True
-        >>> all(k in message for k in ("micro_batches", "remat", "max_length", "lora_rank"))
-        True
-        >>> describe_failure(KeyError("rows"))
-        "KeyError: 'rows'"
-    """
-    if isinstance(exc, NonFiniteLossError):
-        return (
-            f"training stopped: {exc}. The last good checkpoint (finite metrics) is kept; "
-            "resume from it with a lower learning_rate, a tighter max_grad_norm or a larger "
-            "beta, and check the data around this step (empty or identical completions)."
-        )
-    if is_out_of_memory(exc):
-        return _oom_message(exc, config)
-    if isinstance(exc, KeyboardInterrupt):
-        return (
-            "interrupted by the user; the latest finished checkpoint is kept: rerun the same "
-            "command with --resume to continue from it."
-        )
-    if isinstance(exc, FileNotFoundError):
-        missing = exc.filename if exc.filename else _first_line(exc)
-        return f"file not found: {missing}"
-    line = _first_line(exc)
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 # -- the logger ---------------------------------------------------------------------------
@@ -427,6 +257,8 @@ class RunLogger:
                 )
 
         self._bar: Any = None
+        self._bar_to = self.start_step
+        self._postfix_shown = False
         self._progress_file = progress_file
         if progress:
             try:
@@ -474,12 +306,32 @@ class RunLogger:
                 if isinstance(value, (bool, int, float)):
                     self._writer.add_scalar(name, float(value), int(step))
 
-    def _advance(self, step: int, tokens: int) -> None:
-        if self._bar is not None and step > self.step:
-            self._bar.update(step - self.step)
+    def _count(self, step: int, tokens: int) -> None:
+        self._bar_to = max(self._bar_to, step)
         self.step = max(self.step, step)
         self.tokens += tokens
         self._window_tokens += tokens
+
+    def _render(self) -> None:
+        """Moves the bar to the last counted step (after its postfix is set)."""
+        if self._bar is not None and self._bar_to > self._bar.n:
+            self._bar.update(self._bar_to - self._bar.n)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._render()
+            self._bar.close()
+            self._bar = None
+
+    def _set_postfix(self, host: Mapping[str, Any]) -> None:
+        if self._bar is None:
+            return
+        postfix = {name: _format_value(host[name]) for name in self.postfix if name in host}
+        if "perf/tokens_per_second" in host:
+            postfix["tok/s"] = _format_rate(host["perf/tokens_per_second"])
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
+            self._postfix_shown = True
 
     # -- the loop's interface --------------------------------------------------------------
 
@@ -534,8 +386,12 @@ class RunLogger:
             True
         """
         step = int(step)
-        self._advance(step, int(tokens))
+        self._count(step, int(tokens))
         if metrics is None or not (force or self.should_log(step)):
+            if metrics is not None and self._bar is not None and not self._postfix_shown:
+                # the first step's bar shows its metrics too (one fetch, once per run)
+                self._set_postfix(_to_host({n: metrics[n] for n in self.postfix if n in metrics}))
+            self._render()
             return False
         now = time.perf_counter()
         window = max(now - self._window_start, 1e-9)
@@ -546,11 +402,8 @@ class RunLogger:
         host = {**{k: v for k, v in perf.items() if k not in host}, **host}
         self._write(step, host)
         self.last_metrics = host
-        if self._bar is not None:
-            postfix = {name: _format_value(host[name]) for name in self.postfix if name in host}
-            if "perf/tokens_per_second" in host:
-                postfix["tok/s"] = _format_rate(host["perf/tokens_per_second"])
-            self._bar.set_postfix(postfix, refresh=False)
+        self._set_postfix(host)
+        self._render()
         self._window_start, self._window_step, self._window_tokens = now, step, 0
         return True
 
@@ -581,7 +434,12 @@ class RunLogger:
         self.last_eval_metrics = prefixed
         if self._bar is not None:
             shown = " ".join(f"{k}={_format_value(v)}" for k, v in list(prefixed.items())[:6])
-            self._bar.write(f"eval @ step {step}: {shown}", file=self._progress_file)
+            line = f"eval @ step {step}: {shown}"
+            if self.total_steps is not None and step >= self.total_steps:
+                self._close_bar()  # the run is over: the bar stays once, the line below it
+                print(line, file=self._progress_file or sys.stderr, flush=True)
+            else:
+                self._bar.write(line, file=self._progress_file)
         return prefixed
 
     def summary(
@@ -637,8 +495,7 @@ class RunLogger:
         _write_json_atomically(self.summary_path, summary)
         self.summary_written = True
         if print_text:
-            if self._bar is not None:
-                self._bar.refresh()
+            self._close_bar()  # once, before the summary text (not again after it)
             lines = [
                 f"run {status}: {steps} steps ({self.start_step} -> {self.step}) in {wall:.1f} s, "
                 f"{summary['steps_per_second']:.3g} steps/s, "
@@ -673,8 +530,7 @@ class RunLogger:
         if self._closed:
             return
         self._closed = True
-        if self._bar is not None:
-            self._bar.close()
+        self._close_bar()
         self._jsonl.flush()
         self._jsonl.close()
         if self._writer is not None:

@@ -15,8 +15,8 @@ The parameters' shardings come from the model's logical axes and one rules table
   a parameter-shaped subtree (AdamW's moments), replicated elsewhere (counts, the K x K Gram
   matrix, the CAGrad dual, PCGrad's key).
 * :func:`shard_train_state` / :func:`shard_train_step`: the train state placed on these
-  shardings, and the :class:`~raco_jax.train.TrainStep` re-jitted with them as ``in_shardings``
-  and ``out_shardings``, so the state keeps its layout from step to step (no re-sharding, no
+  shardings, and the :class:`~raco_jax.train.TrainStep` compiled with them as ``in_shardings``
+  and ``out_shardings`` (:meth:`~raco_jax.train.TrainStep.compile`), so the state keeps its layout from step to step (no re-sharding, no
   re-compilation) and metrics come back replicated.
 
 Stacked gradients ``[K, ...]`` are never placed by hand: inside the step they inherit the
@@ -41,7 +41,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from raco_jax.models.sharding import make_mesh
 from raco_jax.preference import PreferenceBatch
+from raco_jax.train.config import resolve_mesh_shape
+from raco_jax.train.step import TrainState, TrainStep
 
 __all__ = [
     "BATCH_AXES",
@@ -79,9 +82,6 @@ def run_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) 
         >>> run_mesh((1, -1, 1), devices=jax.devices()[:1]).axis_names
         ('data', 'fsdp', 'tensor')
     """
-    from raco_jax.models.sharding import make_mesh
-    from raco_jax.train.config import resolve_mesh_shape
-
     devices = list(jax.devices() if devices is None else devices)
     resolved = resolve_mesh_shape(shape, len(devices))
     return make_mesh(resolved, devices=devices)
@@ -247,7 +247,6 @@ def train_state_shardings(state: Any, mesh: Mesh) -> Any:
         >>> train_state_shardings(state, mesh).opt_state[0].mu["w"].spec
         P('fsdp',)
     """
-    from raco_jax.train.step import TrainState
 
     def own(tree: Any) -> Any:
         return jax.tree.map(
@@ -283,26 +282,38 @@ def shard_train_state(state: Any, mesh: Mesh) -> tuple[Any, Any]:
     return jax.device_put(state, shardings), shardings
 
 
-def shard_train_step(step: Any, state_shardings: Any, mesh: Mesh, *, donate: bool = True) -> Any:
-    """Re-jits a :class:`~raco_jax.train.TrainStep` with the state's shardings pinned.
+def shard_train_step(step: TrainStep, state_shardings: Any, mesh: Mesh) -> TrainStep:
+    """Compiles a :class:`~raco_jax.train.TrainStep` with the state's shardings pinned.
 
     The state goes in and comes out with ``state_shardings`` (so the layout never drifts and the
     step compiles once per batch shape), the batch keeps the sharding it was placed with
-    (:func:`shard_batch`), and the metrics come back replicated.
+    (:func:`shard_batch`), and the metrics come back replicated
+    (:meth:`~raco_jax.train.TrainStep.compile`).
 
     Args:
-      step: the train step (its ``jitted`` attribute is replaced).
+      step: the train step.
       state_shardings: from :func:`train_state_shardings` (or :func:`shard_train_state`).
       mesh: the mesh.
-      donate: donate the input state.
 
     Returns:
       ``step``, now running under these shardings.
+
+    Example:
+        >>> import jax, optax
+        >>> from flax import nnx
+        >>> import raco_jax
+        >>> from raco_jax.models import Decoder, ModelConfig
+        >>> from raco_jax.train import TrainStep
+        >>> from raco_jax.train.mesh import run_mesh, shard_train_state, shard_train_step
+        >>> mesh = run_mesh((1, 1, 1), devices=jax.devices()[:1])
+        >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+        ...                      intermediate_size=32, num_layers=1, num_heads=2)
+        >>> model = Decoder(config, rngs=nnx.Rngs(0))
+        >>> step = TrainStep(model, optax.chain(raco_jax.weighted_sum((0.5, 0.5)),
+        ...                  optax.sgd(0.1)), method="dpo-lw", objectives=("a", "b"),
+        ...                  weights=(0.5, 0.5), reference="online")
+        >>> state, shardings = shard_train_state(step.init(model), mesh)
+        >>> shard_train_step(step, shardings, mesh) is step
+        True
     """
-    step.jitted = jax.jit(
-        step._step,
-        in_shardings=(state_shardings, None),
-        out_shardings=(state_shardings, replicated(mesh)),
-        donate_argnums=(0,) if donate else (),
-    )
-    return step
+    return step.compile(state_shardings, None, replicated(mesh))

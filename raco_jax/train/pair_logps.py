@@ -1,6 +1,6 @@
 """Summed completion log-probs of every pair's two responses, and their on-disk cache.
 
-Used for the reference log-probs of a run (:func:`raco_jax.train.align.align`), MODPO's margin
+Used for the reference log-probs of a run (:func:`raco_jax.align`), MODPO's margin
 rewards, and the evaluation of saved runs on preference pairs
 (:func:`raco_jax.evaluate.preferences.evaluate_preference_runs`). The cache key is built from
 content fingerprints: :func:`weights_fingerprint` (checkpoint files, a GGUF file, or the
@@ -18,6 +18,13 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from raco_jax.models.hf_io import resolve_checkpoint
+from raco_jax.preference import make_batch
+from raco_jax.train.mesh import shard_batch
+from raco_jax.train.step import compute_reference_logps
 
 __all__ = [
     "cached_pair_logps",
@@ -80,11 +87,7 @@ def weights_fingerprint(path_or_id: str | os.PathLike | None, model: Any = None)
     if path_or_id and str(path_or_id).lower().endswith(".gguf"):
         return _hash_file(pathlib.Path(path_or_id))
     if path_or_id:
-        from raco_jax.models.hf_io import _resolve_checkpoint
-
-        return _hash_files(_resolve_checkpoint(str(path_or_id), None))
-    from flax import nnx
-
+        return _hash_files(resolve_checkpoint(str(path_or_id)))
     return _hash_state(nnx.state(model, nnx.Param))
 
 
@@ -122,8 +125,6 @@ def host_array(value: Any) -> np.ndarray:
         [0, 1, 2]
     """
     if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(value, tiled=True))
     return np.asarray(jax.device_get(value))
 
@@ -166,9 +167,6 @@ def pair_logps(
         >>> a.shape, bool((a < 0).all()), bool(a[0] == a[2])
         ((3,), True, True)
     """
-    from raco_jax.preference import make_batch
-    from raco_jax.train.step import compute_reference_logps
-
     n = len(tokenized)
     logps_a = np.zeros(n, np.float32)
     logps_b = np.zeros(n, np.float32)
@@ -182,8 +180,6 @@ def pair_logps(
         fields = tokenized.collate(indices, batch_size=batch_size)
         batch = make_batch(**fields, validate=False)
         if mesh is not None:
-            from raco_jax.train.mesh import shard_batch
-
             batch = shard_batch(batch, mesh)
         out = host_array(compute_reference_logps(model, batch, time_chunk_size=time_chunk_size))
         logps_a[indices] = out[: len(indices)]

@@ -37,9 +37,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-import raco_jax
+from raco_jax.aggregation import gram_matrix
 from raco_jax.aggregation.weightings import validate_weights
+from raco_jax.objectives import value_and_objective_grads
 from raco_jax.preference import (
+    LENGTH_NORMALISED_LOSS_TYPES,
     LOSS_TYPES,
     PreferenceBatch,
     amopo_losses,
@@ -53,25 +55,18 @@ from raco_jax.preference import (
     split_pairs,
 )
 from raco_jax.preference.logps import DEFAULT_VOCAB_CHUNK
+from raco_jax.train.methods import STACKED_METHODS, check_method, resolve_reference
 
 __all__ = [
-    "METHODS",
-    "SCALAR_METHODS",
-    "STACKED_METHODS",
     "TrainState",
     "TrainStep",
     "compute_reference_logps",
-    "make_optimizer",
     "make_train_step",
     "policy_logps",
     "with_reference_logps",
 ]
 
-STACKED_METHODS: tuple[str, ...] = ("raco", "cagrad", "dpo-lw", "mgda", "pcgrad")
-SCALAR_METHODS: tuple[str, ...] = ("dpo", "amopo", "modpo")
-METHODS: tuple[str, ...] = STACKED_METHODS + SCALAR_METHODS
-_LENGTH_NORMALISED = ("sigmoid_norm", "ipo")
-Reference = Literal["precomputed", "online", "none"]
+Reference = Literal["precomputed", "online", "lora_base", "none"]
 
 
 class TrainState(NamedTuple):
@@ -92,99 +87,6 @@ class TrainState(NamedTuple):
     rest: Any
     opt_state: Any
     ref_state: Any = None
-
-
-def make_aggregator(
-    method: str,
-    weights: Sequence[float] | jax.Array,
-    c: float = 0.4,
-    seed: int = 0,
-    injectable_weights: bool = False,
-) -> optax.GradientTransformation | None:
-    """The raco_jax aggregator that heads a stacked method's chain (None for scalar methods).
-
-    ``raco``: ``clipped_cagrad(weights, c)``; ``cagrad``: ``cagrad(c, weights)``; ``dpo-lw``:
-    ``weighted_sum(weights)``; ``mgda``: ``mgda(K)``; ``pcgrad``: ``pcgrad(seed, K)``; ``dpo``,
-    ``amopo`` and ``modpo`` have none. With ``injectable_weights`` the weighted aggregators are
-    built through ``optax.inject_hyperparams``, so the weights (and c) live in the optimizer
-    state and one compiled step serves every weight vector.
-
-    Example:
-      >>> from raco_jax.train import make_aggregator
-      >>> tx = make_aggregator("raco", (0.7, 0.3), injectable_weights=True)
-      >>> [round(w, 4) for w in tx.init(None).hyperparams["weights"].tolist()]
-      [0.7, 0.3]
-    """
-    _check_method(method)
-    weights = validate_weights(weights)
-    k = int(weights.shape[0])
-    if method in ("raco", "cagrad", "dpo-lw"):
-        factory, kwargs = {
-            "raco": (raco_jax.clipped_cagrad, {"weights": weights, "c": c}),
-            "cagrad": (raco_jax.cagrad, {"weights": weights, "c": c}),
-            "dpo-lw": (raco_jax.weighted_sum, {"weights": weights}),
-        }[method]
-        if injectable_weights:
-            factory = optax.inject_hyperparams(factory)
-        return factory(**kwargs)
-    if method == "mgda":
-        return raco_jax.mgda(num_objectives=k)
-    if method == "pcgrad":
-        return raco_jax.pcgrad(seed, num_objectives=k)
-    return None
-
-
-def make_optimizer(
-    method: str,
-    weights: Sequence[float] | jax.Array,
-    learning_rate: float | optax.Schedule = 1e-6,
-    c: float = 0.4,
-    max_grad_norm: float | None = 1.0,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    injectable_weights: bool = False,
-) -> optax.GradientTransformation:
-    """The paper's optimizer chain for a method: aggregator, global-norm clip at 1.0, AdamW.
-
-    The aggregator comes from :func:`make_aggregator` (none for the scalar methods ``dpo``,
-    ``amopo``, ``modpo``). AdamW is wrapped in ``optax.inject_hyperparams`` so the step can
-    report ``learning_rate``.
-
-    Args:
-      method: one of :data:`METHODS`.
-      weights: ``[K]`` objective weights on the simplex.
-      learning_rate: a float or an optax schedule.
-      c: CAGrad radius (``raco``, ``cagrad``).
-      max_grad_norm: global-norm clip after aggregation (None: no clip).
-      weight_decay: AdamW's decoupled weight decay.
-      seed: PCGrad's projection-order seed.
-      injectable_weights: keep the weights in the optimizer state (see :func:`make_aggregator`).
-
-    Returns:
-      An ``optax.GradientTransformation``.
-
-    Example:
-      >>> from raco_jax.train import make_optimizer
-      >>> tx = make_optimizer("raco", (0.7, 0.3), learning_rate=1e-5)
-      >>> type(tx).__name__
-      'GradientTransformationExtraArgs'
-    """
-    aggregator = make_aggregator(method, weights, c, seed, injectable_weights)
-    head = [] if aggregator is None else [aggregator]
-    tail: list[optax.GradientTransformation] = []
-    if max_grad_norm is not None:
-        tail.append(optax.clip_by_global_norm(max_grad_norm))
-    tail.append(
-        optax.inject_hyperparams(optax.adamw)(
-            learning_rate=learning_rate, weight_decay=weight_decay
-        )
-    )
-    return optax.chain(*head, *tail)
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
 
 
 def policy_logps(
@@ -382,9 +284,11 @@ class TrainStep:
       label_smoothing: for the sigmoid and robust losses.
       exclude_ties: drop ties from each objective's mean.
       wrt: the NNX filter of the trainable variables (default ``nnx.Param``).
-      reference: ``"precomputed"`` (``batch.ref_logps``), ``"online"`` (a frozen reference
-        state in the train state) or ``"none"``; default: ``"none"`` for ``amopo``, else
-        ``"precomputed"``.
+      reference: one of :data:`~raco_jax.train.methods.REFERENCES`: ``"precomputed"``
+        (``batch.ref_logps``), ``"online"`` (a frozen reference state in the train state),
+        ``"lora_base"`` (online, where the trainable state is LoRA adapters: the reference is
+        the base model) or ``"none"``; default (None): ``"none"`` for ``amopo``, else
+        ``"precomputed"`` (:func:`~raco_jax.train.methods.resolve_reference`).
       micro_batches: M, micro-batches accumulated inside the step (B divisible by M).
       modpo_target: the target objective of ``modpo``.
       vocab_chunk_size: vocabulary chunk of the log-softmax.
@@ -394,6 +298,13 @@ class TrainStep:
         512 for a 150k vocabulary); None (default) uses the model's full logits.
       schedule: optional learning-rate schedule for the ``learning_rate`` metric.
       donate: donate the input state to the step.
+
+    The pieces are public and pure, so other loops can reuse them: :meth:`loss` (the losses of
+    one micro-batch), :meth:`step` (one optimizer step, un-jitted), :meth:`eval_step` (the
+    loss-side metrics of a batch, no update); :meth:`compile` jits :meth:`step` and
+    :meth:`eval_step` (with shardings, for a mesh: :func:`raco_jax.train.mesh.shard_train_step`
+    calls it), ``step(state, batch)`` runs the compiled step and :meth:`evaluate` pools the
+    compiled evaluation over held-out batches exactly.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -437,7 +348,7 @@ class TrainStep:
         schedule: optax.Schedule | None = None,
         donate: bool = True,
     ) -> None:
-        _check_method(method)
+        check_method(method)
         if isinstance(objectives, str):
             raise TypeError(
                 f"objectives must be a sequence of names, got the string {objectives!r}."
@@ -451,16 +362,7 @@ class TrainStep:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
         if method in ("amopo", "modpo") and loss_type != "sigmoid":
             raise ValueError(f"method={method!r} defines its own loss; leave loss_type='sigmoid'.")
-        if reference is None:
-            reference = "none" if method == "amopo" else "precomputed"
-        if reference not in ("precomputed", "online", "none"):
-            raise ValueError(
-                f"reference must be 'precomputed', 'online' or 'none', got {reference!r}."
-            )
-        if reference == "none" and method != "amopo":
-            raise ValueError(f"method={method!r} needs a reference ('precomputed' or 'online').")
-        if method == "amopo" and reference != "none":
-            raise ValueError("method='amopo' is reference-free: use reference='none' (default).")
+        reference = resolve_reference(method, reference)
         if not isinstance(micro_batches, int) or micro_batches < 1:
             raise ValueError(f"micro_batches must be a positive int, got {micro_batches!r}.")
         if method == "modpo" and not 0 <= modpo_target < self.num_objectives:
@@ -477,16 +379,60 @@ class TrainStep:
         self.exclude_ties = bool(exclude_ties)
         self.wrt = wrt
         self.reference = reference
+        self.online = reference in ("online", "lora_base")
         self.micro_batches = micro_batches
         self.modpo_target = int(modpo_target)
         self.vocab_chunk_size = vocab_chunk_size
         self.time_chunk_size = time_chunk_size
         self.schedule = schedule
+        self.donate = bool(donate)
         self.graphdef, _, _ = nnx.split(model, wrt, ...)
         self.ref_graphdef: Any = None
         self._initialised = False
         self.num_traces = 0
-        self.jitted = jax.jit(self._step, donate_argnums=(0,) if donate else ())
+        self.compile()
+
+    def compile(
+        self,
+        state_shardings: Any = None,
+        batch_shardings: Any = None,
+        metrics_sharding: Any = None,
+    ) -> TrainStep:
+        """(Re-)jits :meth:`step` and :meth:`eval_step`, optionally with pinned shardings.
+
+        With ``state_shardings`` the train state goes in and comes out with them (so its layout
+        never drifts and the step compiles once per batch shape); ``batch_shardings`` (None:
+        whatever the batch was placed with) and ``metrics_sharding`` (e.g. replicated) pin the
+        other arguments and outputs. The input state is donated when the step was built with
+        ``donate=True``.
+
+        Args:
+          state_shardings: a :class:`TrainState` of shardings, or None (no constraint).
+          batch_shardings: the batch's shardings, or None.
+          metrics_sharding: the metrics' sharding, or None.
+
+        Returns:
+          ``self``.
+
+        Example: see :func:`raco_jax.train.mesh.shard_train_step`.
+        """
+        donate = (0,) if self.donate else ()
+        if state_shardings is None:
+            self._compiled_step = jax.jit(self.step, donate_argnums=donate)
+            self._compiled_eval = jax.jit(self.eval_step)
+            return self
+        self._compiled_step = jax.jit(
+            self.step,
+            in_shardings=(state_shardings, batch_shardings),
+            out_shardings=(state_shardings, metrics_sharding),
+            donate_argnums=donate,
+        )
+        self._compiled_eval = jax.jit(
+            self.eval_step,
+            in_shardings=(state_shardings, batch_shardings),
+            out_shardings=metrics_sharding,
+        )
+        return self
 
     # -- state ----------------------------------------------------------------------------
 
@@ -506,7 +452,7 @@ class TrainStep:
                 "model must have the structure of the model the TrainStep was built on."
             )
         ref_state = None
-        if self.reference == "online":
+        if self.online:
             if reference_model is None:
                 # The reference is the starting policy: only the trainable subset will move, so
                 # keep a copy of it and share `rest` (for LoRA: a copy of the adapters only,
@@ -522,7 +468,9 @@ class TrainStep:
             self.ref_graphdef = ref_graphdef
             ref_state = jax.tree.map(jnp.copy, ref_state)  # not aliased with donated params
         elif reference_model is not None:
-            raise ValueError("reference_model is only used with reference='online'.")
+            raise ValueError(
+                f"reference_model is only used with an online reference, not {self.reference!r}."
+            )
         self._initialised = True
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -531,6 +479,14 @@ class TrainStep:
             opt_state=self.tx.init(params),
             ref_state=ref_state,
         )
+
+    def lower(self, state: TrainState, batch: PreferenceBatch) -> Any:
+        """The compiled step lowered for these arguments (``.compile()``, ``.as_text()``, cost
+        analysis), as ``jax.jit(...).lower`` gives it.
+
+        Example: ``step.lower(state, batch).compile().as_text()`` is the optimised HLO.
+        """
+        return self._compiled_step.lower(state, batch)
 
     def merge(self, state: TrainState) -> nnx.Module:
         """The policy model with the state's parameters.
@@ -544,9 +500,9 @@ class TrainStep:
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """One optimizer step (jitted once per batch shape). Returns ``(state, metrics)``."""
         self._check_batch(batch)
-        return self.jitted(state, batch)
+        return self._compiled_step(state, batch)
 
-    def _check_batch(self, batch: PreferenceBatch) -> None:
+    def _check_batch(self, batch: PreferenceBatch, need_micro: bool = True) -> None:
         if not isinstance(batch, PreferenceBatch):
             raise TypeError(f"batch must be a PreferenceBatch, got {type(batch).__name__}.")
         k = batch.num_objectives
@@ -555,7 +511,7 @@ class TrainStep:
                 f"batch.signs has {k} objectives but the step was built for "
                 f"{self.num_objectives} ({self.objectives})."
             )
-        if batch.num_pairs % self.micro_batches:
+        if need_micro and batch.num_pairs % self.micro_batches:
             raise ValueError(
                 f"the batch has {batch.num_pairs} pairs, not divisible into micro_batches="
                 f"{self.micro_batches}."
@@ -570,7 +526,7 @@ class TrainStep:
 
     # -- the pure step ----------------------------------------------------------------------
 
-    def _losses(
+    def loss(
         self,
         params: Any,
         rest: Any,
@@ -578,10 +534,24 @@ class TrainStep:
         batch: PreferenceBatch,
         normalizer: jax.Array,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(differentiated losses, aux) of one micro-batch."""
+        """The differentiated loss of one (micro-)batch and its auxiliary outputs. Pure.
+
+        Args:
+          params: the trainable state (``state.params``).
+          rest: the frozen rest of the model (``state.rest``).
+          ref_state: the online reference's state (``state.ref_state``), or None.
+          batch: the (micro-)batch.
+          normalizer: ``[K]`` the denominators of each objective's mean (the WHOLE batch's
+            :func:`~raco_jax.preference.objective_counts`, so micro-batch losses add up).
+
+        Returns:
+          ``(value, aux)``: value is the ``[K]`` objective losses (stacked methods), or the
+          scalar weighted loss (``dpo``, ``amopo``) or MODPO loss; aux holds ``logps``,
+          ``counts`` (response token counts), ``ref_logps`` and ``objective_losses``.
+        """
         model = nnx.merge(self.graphdef, params, rest)
         logps, counts = policy_logps(model, batch, self.vocab_chunk_size, self.time_chunk_size)
-        if self.reference == "online":
+        if self.online:
             if self.ref_graphdef is None:
                 ref_model = nnx.merge(self.graphdef, ref_state, rest)
             else:
@@ -599,7 +569,7 @@ class TrainStep:
                 logps, counts, signs, labeled, self.beta, self.exclude_ties, normalizer
             )
         else:
-            normalised = self.loss_type in _LENGTH_NORMALISED
+            normalised = self.loss_type in LENGTH_NORMALISED_LOSS_TYPES
             margins = logps - ref_logps if normalised else pair_margins(logps, ref_logps)
             objective_losses = dpo_losses(
                 margins,
@@ -645,15 +615,21 @@ class TrainStep:
         normalizer: jax.Array,
     ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], Any]:
         fn = functools.partial(
-            self._losses, rest=rest, ref_state=ref_state, batch=batch, normalizer=normalizer
+            self.loss, rest=rest, ref_state=ref_state, batch=batch, normalizer=normalizer
         )
         if self.stacked:
-            return raco_jax.value_and_objective_grads(fn, has_aux=True)(params)
+            return value_and_objective_grads(fn, has_aux=True)(params)
         return jax.value_and_grad(fn, has_aux=True)(params)
 
-    def _step(
+    def step(
         self, state: TrainState, batch: PreferenceBatch
     ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One optimizer step: losses, gradients, the chain's update, metrics. Pure, un-jitted
+        (``step(state, batch)`` on the object runs the compiled one).
+
+        Returns:
+          ``(new_state, metrics)``; the metrics are float32 scalars (see the class docstring).
+        """
         self.num_traces += 1
         batch = jax.tree.map(jnp.asarray, batch)
         normalizer = objective_counts(batch.signs, batch.labeled, self.exclude_ties)
@@ -730,6 +706,99 @@ class TrainStep:
         )
         return metrics
 
+    def eval_step(self, state: TrainState, batch: PreferenceBatch) -> dict[str, jax.Array]:
+        """The loss-side metrics of one batch without an update (pure, un-jitted), plus
+        ``"counts"``: the ``[K]`` pairs behind each objective's loss (labeled; minus ties with
+        ``exclude_ties``), which :meth:`evaluate` needs to pool batches exactly."""
+        batch = jax.tree.map(jnp.asarray, batch)
+        normalizer = objective_counts(batch.signs, batch.labeled, self.exclude_ties)
+        value, aux = self.loss(state.params, state.rest, state.ref_state, batch, normalizer)
+        metrics = self.loss_metrics(batch, value, aux)
+        metrics = {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
+        metrics["counts"] = normalizer.astype(jnp.float32)
+        return metrics
+
+    def evaluate(self, state: TrainState, batches: Iterable[PreferenceBatch]) -> dict[str, float]:
+        """The loss-side metrics over all ``batches`` (held-out pairs), pooled exactly.
+
+        Each objective's loss is its mean over ALL its labeled pairs (the per-batch means
+        weighted by their pair counts), and ``loss`` is :math:`\\sum_k w_k L_k` of those (MODPO:
+        its target objective's loss), so batches that hold pairs of one objective only do not
+        count the others as 0. The ``rewards/<objective>/*`` and ``logps/<objective>/*`` means
+        are weighted by the objective's decisive pairs (``pairs/<objective>/decisive``, which is
+        summed), the pooled ``rewards/*``/``logps/*`` by all decisive (objective, pair) items.
+        An objective without any pair gets NaN.
+
+        Args:
+          state: the train state.
+          batches: placed :class:`~raco_jax.preference.PreferenceBatch` es (padding rows count
+            in no mean).
+
+        Returns:
+          name -> float (the names of :meth:`loss_metrics`).
+
+        Example:
+          >>> import optax
+          >>> from flax import nnx
+          >>> import raco_jax
+          >>> from raco_jax.models import Decoder, ModelConfig
+          >>> from raco_jax.preference import make_batch
+          >>> from raco_jax.train import TrainStep
+          >>> config = ModelConfig(model_type="qwen3", vocab_size=32, hidden_size=16,
+          ...                      intermediate_size=32, num_layers=1, num_heads=2)
+          >>> model = Decoder(config, rngs=nnx.Rngs(0))
+          >>> step = TrainStep(model, optax.chain(raco_jax.weighted_sum((0.5, 0.5)),
+          ...                  optax.sgd(0.1)), method="dpo-lw", objectives=("a", "b"),
+          ...                  weights=(0.5, 0.5), reference="online")
+          >>> state = step.init(model)
+          >>> ids, mask, loss_mask = [[1, 2, 3], [1, 4, 5]], [[1, 1, 1]] * 2, [[0, 1, 1]] * 2
+          >>> only_a = make_batch(ids, mask, loss_mask, [[1], [0]], labeled=[[1], [0]])
+          >>> only_b = make_batch(ids, mask, loss_mask, [[0], [1]], labeled=[[0], [1]])
+          >>> metrics = step.evaluate(state, [only_a, only_b])
+          >>> [round(metrics[k], 4) for k in ("loss", "loss/a", "loss/b")]  # log 2 each
+          [0.6931, 0.6931, 0.6931]
+        """
+        names = self.objectives
+        sums: dict[str, float] = {}
+        totals: dict[str, float] = {}
+        added: dict[str, float] = {}
+        seen = False
+        for batch in batches:
+            self._check_batch(batch, need_micro=False)
+            metrics = jax.device_get(self._compiled_eval(state, batch))
+            seen = True
+            counts = [float(c) for c in metrics.pop("counts")]
+            decisive = [float(metrics[f"pairs/{name}/decisive"]) for name in names]
+            for metric, value in metrics.items():
+                parts = metric.split("/")
+                if metric == "loss":
+                    if self.method != "modpo":
+                        continue  # recomputed from the pooled objective losses
+                    weight = counts[self.modpo_target]
+                elif parts[0] == "pairs":
+                    added[metric] = added.get(metric, 0.0) + float(value)
+                    continue
+                elif parts[0] == "loss":
+                    weight = counts[names.index(parts[1])]
+                elif len(parts) == 3 and parts[1] in names:
+                    weight = decisive[names.index(parts[1])]
+                else:
+                    weight = sum(decisive)
+                sums[metric] = sums.get(metric, 0.0) + weight * float(value)
+                totals[metric] = totals.get(metric, 0.0) + weight
+        if not seen:
+            raise ValueError("evaluate needs at least one batch.")
+        pooled = {
+            metric: sums[metric] / totals[metric] if totals[metric] > 0 else float("nan")
+            for metric in sums
+        }
+        if self.method != "modpo":
+            losses = [pooled[f"loss/{name}"] for name in names]
+            weighted = [float(w) * lk for w, lk in zip(self.weights, losses, strict=True) if w > 0]
+            pooled["loss"] = float(sum(weighted))
+        pooled.update(added)
+        return {"loss": pooled.pop("loss"), **pooled}
+
     def _metrics(
         self,
         batch: PreferenceBatch,
@@ -766,7 +835,7 @@ class TrainStep:
 
         gram = k_shaped("gram", (k, k))
         if gram is None:  # the chain records no Gram matrix (K unknown at init): compute it
-            gram = raco_jax.gram_matrix(grads)
+            gram = gram_matrix(grads)
         coefficients = k_shaped("coefficients", (k,))
         dual = k_shaped("dual", (k,))
         out: dict[str, jax.Array] = {}

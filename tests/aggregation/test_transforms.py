@@ -305,7 +305,9 @@ def test_mgda_without_num_objectives_records_scalar_diagnostics() -> None:
     state = tx.init(_params())
     assert state.diagnostics.coefficients.shape == (0,)
     updates, state = jax.jit(tx.update)(_stacked(), state)
-    assert state.diagnostics.coefficients.shape == (0,) and state.diagnostics.num_conflicts.shape == ()
+    assert (
+        state.diagnostics.coefficients.shape == (0,) and state.diagnostics.num_conflicts.shape == ()
+    )
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(_params())
 
 
@@ -316,7 +318,8 @@ def test_weighted_sum_single_pass_gives_the_same_update() -> None:
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
     np.testing.assert_allclose(state_lean.diagnostics.coefficients, W)
     assert (
-        float(jnp.abs(state_lean.diagnostics.gram).sum()) == 0.0 and float(jnp.abs(state_full.diagnostics.gram).sum()) > 0
+        float(jnp.abs(state_lean.diagnostics.gram).sum()) == 0.0
+        and float(jnp.abs(state_full.diagnostics.gram).sum()) > 0
     )
 
 

@@ -203,7 +203,15 @@ def test_saved_runs_reevaluate_to_the_report(sweep, tmp_path, capsys) -> None:
     runs = [str(p) for p in sorted((out / "runs").iterdir())]
     # the benchmark's evaluation batch (--eval-batch-size, 16): the same padded shapes give the
     # same float32 programs, so the re-evaluation must reproduce the report to rounding
-    argv = ["evaluate", "--runs", *runs, "--data-dir", str(out / "data" / "val"), "--batch-size", "16"]
+    argv = [
+        "evaluate",
+        "--runs",
+        *runs,
+        "--data-dir",
+        str(out / "data" / "val"),
+        "--batch-size",
+        "16",
+    ]
     assert cli_main([*argv, "--output-dir", str(tmp_path), "--quiet"]) == 0, capsys.readouterr()
     again = {
         pathlib.Path(r["run_dir"]).name: r

@@ -232,14 +232,18 @@ def test_cli_help_lists_toy(capsys) -> None:
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("module", [toy, cli], ids=["toy", "cli"])
-def test_docstring_examples(module) -> None:
+@pytest.mark.parametrize(
+    "modules",
+    [[toy.problems, toy.trajectory, toy.plots, toy.benchmark], [cli]],
+    ids=["toy", "cli"],
+)
+def test_docstring_examples(modules) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    tests = [t for t in finder.find(module) if t.examples]
+    tests = [t for module in modules for t in finder.find(module) if t.examples]
     assert tests
     for test in tests:
         runner.run(test)

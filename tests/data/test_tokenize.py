@@ -391,7 +391,7 @@ def test_iterator_resumes_exactly(eleven):
 
 
 def test_smollm2_tokenizer_on_real_hh_pairs(shared_dir, tmp_path):
-    from raco_jax.models._real_weights import RealWeightsUnavailable, smollm2_135m_instruct_gguf
+    from raco_jax.models.bundled import RealWeightsUnavailable, smollm2_135m_instruct_gguf
 
     try:
         path = smollm2_135m_instruct_gguf()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -14,9 +13,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from raco_jax.demo import run as demo_run
-from raco_jax.demo import run_demo, task
-from raco_jax.demo.run import Aligner, DemoConfig, demo_config, prepare, weight_grid
+import raco_jax.demo as demo_run
+from raco_jax.cli import build_parser
+from raco_jax.demo import Aligner, DemoConfig, demo_config, prepare, run_demo, task, weight_grid
 from raco_jax.demo.task import PretrainConfig
 from raco_jax.train import TrainStep, make_optimizer
 
@@ -223,8 +222,7 @@ def test_config_validation() -> None:
 
 
 def test_parser() -> None:
-    parser = argparse.ArgumentParser(prog="raco-jax")
-    demo_run.add_demo_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["demo"])
     assert (args.quick, args.seed, args.objectives, args.output_dir) == (False, 0, 2, "raco_demo")
     args = parser.parse_args(["demo", "--quick", "--seed", "3", "--output-dir", "x"])
@@ -237,8 +235,7 @@ def test_parser() -> None:
 def test_cli_three_objectives_quick(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = argparse.ArgumentParser(prog="raco-jax")
-    demo_run.add_demo_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "k3"
     args = parser.parse_args(
         ["demo", "--quick", "--objectives", "3", "--output-dir", str(out), "--no-progress"]

@@ -16,7 +16,7 @@ from train.test_align import single_device_mesh, tiny_qwen3
 
 from raco_jax.cli import main
 from raco_jax.evaluate.preferences import evaluate_preference_runs, pair_metrics
-from raco_jax.train.align import align
+from raco_jax.train import align
 from raco_jax.train.config import AlignConfig
 
 OBJECTIVES = ("helpful", "harmless")

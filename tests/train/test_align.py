@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -24,9 +25,9 @@ from data import fixtures
 from flax import nnx
 from models import tiny_checkpoints
 
-from raco_jax.train.align import align, check_run, make_schedule, split_train_eval
+from raco_jax.train import align, check_run, make_schedule, split_train_eval
 from raco_jax.train.config import AlignConfig
-from raco_jax.train.logs import NonFiniteLossError
+from raco_jax.train.failures import NonFiniteLossError
 from raco_jax.train.mesh import run_mesh
 
 OBJECTIVES = ("helpful", "harmless")
@@ -183,8 +184,7 @@ def test_every_method_end_to_end(workspace, tmp_path, method) -> None:
 def test_lora_exports_merged_and_adapters(workspace, tmp_path) -> None:
     from safetensors.numpy import load_file
 
-    from raco_jax.models.lora import merge_lora
-    from raco_jax.train.align import _export
+    from raco_jax.models import merge_lora, save_pretrained
 
     config = make_config(
         workspace,
@@ -216,13 +216,8 @@ def test_lora_exports_merged_and_adapters(workspace, tmp_path) -> None:
         np.testing.assert_allclose(ours, peft_merged, atol=1e-6)
     # the merged export loads in transformers and gives the LoRA model's logits
     merged_dir = tmp_path / "merged"
-    _export(
-        result.model,
-        result.model.config,
-        result.tokenizer,
-        merged_dir,
-        config.replace(export_lora="merged"),
-    )
+    save_pretrained(merge_lora(result.model), result.model.config, merged_dir)
+    result.tokenizer.save_pretrained(merged_dir)
     assert_hf_logits_match(merged_dir, result.model)
 
 
@@ -385,12 +380,12 @@ def test_sharded_run_matches_one_device(workspace, tmp_path) -> None:
 def test_bad_config_fails_before_anything_loads(
     workspace, tmp_path, monkeypatch, changes, message
 ) -> None:
-    import raco_jax.models
+    import raco_jax.train.alignment
 
     def no_loading(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the model was loaded before the config was checked")
 
-    monkeypatch.setattr(raco_jax.models, "from_pretrained", no_loading)
+    monkeypatch.setattr(raco_jax.train.alignment, "from_pretrained", no_loading)
     out = tmp_path / "run"
     config = make_config(workspace, out, **changes).replace(model=str(tmp_path / "no-model"))
     with pytest.raises(ValueError, match=message):
@@ -406,6 +401,79 @@ def test_existing_checkpoints_need_resume(workspace, tmp_path) -> None:
     (tmp_path / "run" / "config.json").write_text(json.dumps(config.replace(c=0.2).to_dict()))
     with pytest.raises(ValueError, match=r"its config differs in \['c'\]"):
         check_run(config.replace(resume=True), mesh_shape=(1, 1, 1))
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(workspace, tmp_path, capsys) -> None:
+    config = make_config(workspace, tmp_path / "run", resume=True, max_steps=1)
+    result = align(config, mesh=single_device_mesh(), progress=True)
+    printed = capsys.readouterr().out
+    assert f"resume: no checkpoint in {tmp_path / 'run' / 'checkpoints'}" in printed
+    assert "starting the run from step 0" in printed and result.start_step == 0
+
+
+def test_schema_objectives_and_uniform_weights_are_the_defaults(workspace, tmp_path) -> None:
+    config = make_config(workspace, tmp_path / "run").replace(objectives=(), weights=())
+    result = align(config, mesh=single_device_mesh(), progress=False)
+    assert result.config.objectives == OBJECTIVES and result.config.weights == (0.5, 0.5)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["objectives"] == list(OBJECTIVES) and stored["weights"] == [0.5, 0.5]
+
+
+def _generic_rows(labels: Sequence[str], offset: int) -> list[dict[str, Any]]:
+    """Generic-schema rows, each labeled for ONE objective (the other column absent)."""
+    return [
+        {
+            "prompt": f"Question {offset + i}: is {i} even?",
+            "chosen": "Yes." if i % 2 == 0 else "No, it is odd.",
+            "rejected": "No." if i % 2 == 0 else "Yes, even.",
+            f"sign_{objective}": 1 if i % 3 else -1,
+        }
+        for i, objective in enumerate(labels)
+    ]
+
+
+def test_eval_losses_are_exact_on_batches_of_one_objective(workspace, tmp_path) -> None:
+    """eval_loss/<k> is the mean over ALL pairs labeled for k and eval_loss = sum_k w_k of
+    them, even when every held-out batch holds pairs of a single objective (issue 10: the
+    absent objective used to count as 0 and halve eval_loss)."""
+    from raco_jax.data import load_preferences, tokenize_pairs
+    from raco_jax.models import from_pretrained, load_tokenizer
+    from raco_jax.train.pair_logps import pair_logps
+
+    data = tmp_path / "data"
+    data.mkdir()
+    train = _generic_rows(["helpful", "harmless"] * 4, 0)
+    held_out = _generic_rows(["helpful"] * 4 + ["harmless"] * 4, 100)  # batches of 4: one each
+    for name, rows in (("train", train), ("test", held_out)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = make_config(
+        workspace, tmp_path / "run", dataset=str(data), schema="generic", eval_split="test",
+        learning_rate=3e-2, max_steps=3,
+    )  # fmt: skip
+    result = align(config, mesh=single_device_mesh(), progress=False)
+    metrics = result.eval_metrics
+
+    pairs, _ = load_preferences(str(data), "generic", objectives=OBJECTIVES, split="test")
+    tokenizer = load_tokenizer(workspace["model"])
+    tokens = tokenize_pairs(
+        pairs, tokenizer, OBJECTIVES, config.max_length, config.max_prompt_length
+    )
+    policy = np.asarray(pair_logps(result.model, tokens, 4), np.float64)
+    base, _ = from_pretrained(workspace["model"])
+    reference = np.asarray(pair_logps(base, tokens, 4), np.float64)
+    margins = (policy[0] - reference[0]) - (policy[1] - reference[1])
+    signs, labeled = np.asarray(tokens.signs), np.asarray(tokens.labeled)
+    expected = {}
+    for k, name in enumerate(OBJECTIVES):
+        mask = labeled[k] > 0
+        z = config.beta * signs[k][mask] * margins[mask]
+        expected[name] = float(np.mean(np.logaddexp(0.0, -z)))  # -log sigmoid(z)
+        np.testing.assert_allclose(metrics[f"eval_loss/{name}"], expected[name], rtol=1e-5)
+    weighted = 0.7 * expected["helpful"] + 0.3 * expected["harmless"]
+    np.testing.assert_allclose(metrics["eval_loss"], weighted, rtol=1e-5)
+    assert (
+        metrics["eval_pairs/helpful/decisive"] == 4 and metrics["eval_pairs/harmless/decisive"] == 4
+    )
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(workspace, tmp_path, monkeypatch) -> None:
@@ -569,7 +637,7 @@ def test_gram_adds_only_k_by_k_communication(shape) -> None:
     # 2. The whole compiled step, against the program that only computes the stacked
     # gradients (same shardings): what the step adds never carries a stacked gradient, only
     # K x K partial Grams, per-row or scalar metrics and small replicated parameters (norms).
-    full = collectives(step.jitted.lower(state, batch).compile().as_text())
+    full = collectives(step.lower(state, batch).compile().as_text())
     grads_only = collectives(
         jax.jit(stacked_grads, out_shardings=stacked_shardings)
         .lower(state, batch)

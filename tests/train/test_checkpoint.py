@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -297,3 +298,43 @@ def test_flax_nnx_state_round_trip(tmp_path: pathlib.Path) -> None:
         restored = ckpt.restore(target=jax.eval_shape(lambda: state)).state
     assert isinstance(restored["params"], nnx.State)
     _assert_trees_equal(restored, state)
+
+
+class _FlatPCGradState(NamedTuple):
+    """PCGradState as checkpoints before December 2026 hold it: the diagnostics on the state."""
+
+    key: jax.Array
+    coefficients: jax.Array
+    dual: jax.Array
+    clipped_dual: jax.Array
+    gram: jax.Array
+    duality_gap: jax.Array
+    num_conflicts: jax.Array
+    cos_update_anchor: jax.Array
+
+
+def test_checkpoints_of_the_flat_diagnostics_layout_still_restore(tmp_path) -> None:
+    params = _params()
+    tx = _optimizer()
+    opt_state = tx.init(params)
+    grads = jax.tree.map(lambda p: jnp.stack([p, -0.5 * p]), params)
+    _, opt_state = tx.update(grads, opt_state, params)  # non-trivial diagnostics and key
+    head = opt_state[0]
+    flat = _FlatPCGradState(head.key, *head.diagnostics[:7])
+    with CheckpointManager(tmp_path, async_save=False) as ckpt:
+        ckpt.save(1, {"params": params, "opt_state": (flat, *opt_state[1:])}, force=True)
+        fresh = tx.init(params)
+        restored = ckpt.restore(1, target={"params": params, "opt_state": fresh}).state
+    new_head = restored["opt_state"][0]
+    assert type(new_head) is raco_jax.PCGradState
+    for name in head.diagnostics._fields[:7]:
+        np.testing.assert_array_equal(
+            getattr(new_head.diagnostics, name), getattr(head.diagnostics, name)
+        )
+    assert bool(new_head.diagnostics.finite)  # a field the old layout lacked: the target's
+    np.testing.assert_array_equal(jax.random.key_data(new_head.key), jax.random.key_data(head.key))
+    jax.tree.map(np.testing.assert_array_equal, restored["opt_state"][1:], opt_state[1:])
+    # a tree that is no older layout of the target still fails loudly
+    with CheckpointManager(tmp_path, async_save=False) as ckpt:
+        with pytest.raises(ValueError, match="tree structures do not match"):
+            ckpt.restore(1, target={"params": params, "opt_state": optax.adam(1.0).init(params)})

@@ -6,8 +6,10 @@ import io
 import json
 import math
 import pathlib
+import re
 import struct
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,13 +17,8 @@ import numpy as np
 import pytest
 
 from raco_jax.train.config import AlignConfig
-from raco_jax.train.logs import (
-    NonFiniteLossError,
-    RunLogger,
-    check_finite,
-    describe_failure,
-    is_out_of_memory,
-)
+from raco_jax.train.failures import NonFiniteLossError, describe_failure, is_out_of_memory
+from raco_jax.train.logs import RunLogger, check_finite
 
 METRICS = {
     "loss": jnp.float32(0.5),
@@ -217,3 +214,25 @@ def test_check_finite() -> None:
     assert check_finite({"loss": 1.0, "aux": float("nan")}, names=["loss"])["loss"] == 1.0
     with pytest.raises(NonFiniteLossError, match="metrics at step 1: loss=nan, loss/b=-inf"):
         check_finite({"loss": float("nan"), "loss/b": float("-inf"), "ok": 0.0}, step=1)
+
+
+def test_one_bar_after_the_run_and_metrics_from_the_first_step(tmp_path) -> None:
+    """Issue 10: the final bar used to be printed three times around the last eval line, and
+    the first step's bar had no metrics when step 1 was not a log step."""
+    bar = io.StringIO()
+    with RunLogger(
+        tmp_path, total_steps=4, log_every=2, tensorboard=False, progress_file=bar
+    ) as logger:
+        for step in range(1, 5):
+            time.sleep(0.15)  # past tqdm's mininterval (0.1 s): every step is drawn
+            logger.log(step, {"loss": 0.7 - 0.01 * step, "grad_norm": 1.0}, tokens=100)
+        logger.log_eval(4, {"loss": 0.5})
+        logger.summary(stream=io.StringIO())
+    text = bar.getvalue()
+    renders = [r for r in re.split(r"[\r\n]", text) if r.strip()]
+    first = next(r for r in renders if "1/4" in r)
+    assert "loss=0.69" in first and "grad_norm=1" in first
+    # what a terminal shows: each line as its last carriage-return overwrite left it
+    screen = [line.split("\r")[-1] for line in text.split("\n") if line.split("\r")[-1].strip()]
+    assert len(screen) == 2, screen
+    assert "4/4" in screen[0] and screen[1].startswith("eval @ step 4: eval_loss=0.5")

