@@ -16,6 +16,8 @@ arguments and sets ``handler``, a function ``(args) -> exit status``):
 * ``raco-jax evaluate --runs DIR [DIR ...] (--data-dir PAIRS | --data FILES --judge SPEC ...)``:
   saved runs scored on preference pairs (:func:`raco_jax.evaluate.evaluate_preference_runs`) or
   by judges on their responses (:func:`raco_jax.evaluate.evaluate_runs`).
+* ``raco-jax launch --num-processes N [--devices-per-process D] -- COMMAND ...``: one run as N
+  JAX processes on this machine (:func:`raco_jax.train.distributed.launch`).
 
 Errors: a bad input (``ValueError``, a missing file) prints one line ``raco-jax: error: ...``
 and exits with status 2, like argparse's own errors; a run that stops on a NaN or out of memory
@@ -35,6 +37,7 @@ from raco_jax.evaluate import evaluate_preference_runs, evaluate_runs, held_out_
 from raco_jax.sweep import parse_weights_grid, run_sweep, simplex_grid
 from raco_jax.train import align, config_from_args
 from raco_jax.train.config import add_config_flags
+from raco_jax.train.distributed import launch
 from raco_jax.train.failures import NonFiniteLossError, describe_failure
 
 __all__ = ["build_parser", "main"]
@@ -355,6 +358,59 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_cmd_evaluate)
 
 
+# -- launch ------------------------------------------------------------------------------------
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    command = list(args.command_line)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ValueError("give the command to run after --, e.g. -- align --config run.yaml.")
+    return launch(
+        command,
+        args.num_processes,
+        devices_per_process=args.devices_per_process,
+        port=args.port,
+        log_dir=args.log_dir,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
+
+
+def _add_launch(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "launch",
+        help="run a command as several JAX processes on this machine (a multi-host run)",
+        description=(
+            "Starts N processes of `raco-jax COMMAND ...` connected by jax.distributed (the "
+            "command needs --distributed), shows process 0's output and writes the others' to "
+            "--log-dir/process-<i>.log. If one process fails or is killed, the others are "
+            "stopped and the message says which; rerun with --resume to continue."
+        ),
+    )
+    parser.add_argument("--num-processes", type=int, required=True, help="N processes")
+    parser.add_argument(
+        "--devices-per-process",
+        type=int,
+        default=None,
+        help="simulate D CPU devices per process (default: the real devices)",
+    )
+    parser.add_argument("--port", type=int, default=None, help="coordinator port (default: free)")
+    parser.add_argument(
+        "--log-dir", default="raco_jax_launch", help="where processes 1..N-1 write their output"
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=None,
+        help="seconds without a heartbeat before a process is given up (JAX's default: 100)",
+    )
+    parser.add_argument(
+        "command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run"
+    )
+    parser.set_defaults(handler=_cmd_launch)
+
+
 # -- the parser and the entry point ---------------------------------------------------------
 
 
@@ -364,6 +420,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_align,
     _add_sweep,
     _add_evaluate,
+    _add_launch,
 )
 
 

@@ -117,6 +117,7 @@ from raco_jax.models.gguf_io import is_gguf
 from raco_jax.preference import PreferenceBatch, split_pairs
 from raco_jax.train.checkpoint import CheckpointManager
 from raco_jax.train.config import AlignConfig, resolve_mesh_shape, validate_config
+from raco_jax.train.distributed import initialize_distributed
 from raco_jax.train.failures import NonFiniteLossError, describe_failure, is_out_of_memory
 from raco_jax.train.logs import RunLogger, check_finite
 from raco_jax.train.mesh import (
@@ -780,9 +781,11 @@ class _Run:
         shard_train_step(train_step, state_shardings, self.mesh)
         ckpt = CheckpointManager(self.checkpoint_dir, save_every=config.save_every, max_to_keep=3)
         try:
-            state, rng, start_step = self.restore(
-                ckpt, state, jax.random.key(config.seed), iterator
-            )
+            # the run's key lives on every device, like the rest of the state (one checkpoint
+            # item for all processes of a multi-process run)
+            seed = config.seed
+            rng = jax.jit(lambda: jax.random.key(seed), out_shardings=replicated(self.mesh))()
+            state, rng, start_step = self.restore(ckpt, state, rng, iterator)
             eval_batches = []
             if eval_tokens is not None:
                 eval_iterator = PreferenceBatchIterator(
@@ -798,6 +801,7 @@ class _Run:
                 start_step=start_step,
                 tensorboard=self.is_main,
                 progress=self.progress and self.is_main,
+                write=self.is_main,
             )
             with logger:
                 state, step_no, final_model, summary = self.train(
@@ -947,8 +951,8 @@ def align(
 
     Example: see the module docstring.
     """
-    if config.distributed and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    if config.distributed:
+        initialize_distributed()
     mesh_shape = None
     if mesh is not None:
         missing = [a for a in ("data", "fsdp", "tensor") if a not in mesh.shape]

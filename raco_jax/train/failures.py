@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NonFiniteLossError", "describe_failure", "is_out_of_memory"]
+__all__ = ["NonFiniteLossError", "describe_failure", "is_lost_process", "is_out_of_memory"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -87,6 +87,34 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+_LOST_PROCESS_MARKERS = (
+    "heartbeat",
+    "coordination service",
+    "connection reset by peer",
+    "gloo",
+    "task has been restarted",
+    "barrier timed out",
+)
+
+
+def is_lost_process(exc: BaseException) -> bool:
+    """Whether an exception says a peer process of a multi-process run died or is unreachable.
+
+    Recognises the messages of JAX's coordination service (missed heartbeats, failed barriers)
+    and of the gloo collectives (a connection reset by a killed peer).
+
+    Example:
+        >>> from raco_jax.train.failures import is_lost_process
+        >>> is_lost_process(RuntimeError("UNAVAILABLE: Task /job:jax_worker/task:1 heartbeat "
+        ...                              "timeout"))
+        True
+        >>> is_lost_process(ValueError("weights must sum to 1"))
+        False
+    """
+    text = str(exc).lower()
+    return any(marker in text for marker in _LOST_PROCESS_MARKERS)
+
+
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else ""
@@ -145,6 +173,8 @@ def describe_failure(exc: BaseException, config: Any = None) -> str:
       the mesh's ``fsdp`` axis), with concrete flag values when ``config`` is given.
     - :class:`NonFiniteLossError`: which metric, at which step, and what to change.
     - ``KeyboardInterrupt``: how to resume.
+    - A lost process of a multi-process run (:func:`is_lost_process`): restart them all with
+      ``--resume``.
     - ``FileNotFoundError``: which file.
     - Anything else: the exception's type and first line.
 
@@ -175,6 +205,13 @@ def describe_failure(exc: BaseException, config: Any = None) -> str:
         )
     if is_out_of_memory(exc):
         return _oom_message(exc, config)
+    if is_lost_process(exc):
+        return (
+            "another process of this multi-process run stopped or cannot be reached (JAX's "
+            "coordination service or the collectives lost it), so the run cannot go on: restart "
+            "every process with --resume to continue from the last checkpoint. Original error: "
+            + _first_line(exc)
+        )
     if isinstance(exc, KeyboardInterrupt):
         return (
             "interrupted by the user; the latest finished checkpoint is kept: rerun the same "

@@ -183,6 +183,8 @@ class RunLogger:
       progress: show a tqdm progress bar (turned off if tqdm is not installed).
       postfix: the metrics shown after the bar, when present (plus tokens/s).
       progress_file: where the bar and eval lines go (default: stderr).
+      write: write the files; False keeps the metrics in memory only (the processes other than
+        process 0 of a multi-process run, which share its directory).
 
     Example:
         >>> import tempfile
@@ -207,6 +209,7 @@ class RunLogger:
         progress: bool = True,
         postfix: Sequence[str] = ("loss", "grad_norm", "learning_rate"),
         progress_file: IO[str] | None = None,
+        write: bool = True,
     ) -> None:
         if log_every < 0:
             raise ValueError(f"log_every must be >= 0 (0: only forced logs), got {log_every}.")
@@ -217,7 +220,8 @@ class RunLogger:
                 f"total_steps ({total_steps}) must be >= start_step ({start_step}) or None."
             )
         self.output_dir = pathlib.Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if write:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.output_dir / "metrics.jsonl"
         self.summary_path = self.output_dir / "summary.json"
         self.tensorboard_dir = self.output_dir / "tensorboard"
@@ -236,11 +240,14 @@ class RunLogger:
         self._window_step = self.start_step
         self._window_tokens = 0
 
-        self._trim_previous_records()
-        self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
+        self.write = bool(write)
+        self._jsonl: IO[str] | None = None
+        if self.write:
+            self._trim_previous_records()
+            self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
 
         self._writer: Any = None
-        if tensorboard:
+        if tensorboard and self.write:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
@@ -299,6 +306,8 @@ class RunLogger:
             "elapsed": round(time.perf_counter() - self._start, 6),
             **metrics,
         }
+        if self._jsonl is None:
+            return
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         if self._writer is not None:
@@ -492,7 +501,8 @@ class RunLogger:
             "final_eval_metrics": dict(self.last_eval_metrics),
             **dict(extra or {}),
         }
-        _write_json_atomically(self.summary_path, summary)
+        if self.write:
+            _write_json_atomically(self.summary_path, summary)
         self.summary_written = True
         if print_text:
             self._close_bar()  # once, before the summary text (not again after it)
@@ -531,8 +541,9 @@ class RunLogger:
             return
         self._closed = True
         self._close_bar()
-        self._jsonl.flush()
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._jsonl.flush()
+            self._jsonl.close()
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()

@@ -134,7 +134,9 @@ def assert_hf_logits_match(final_dir: pathlib.Path, model: Any, atol: float = 1e
 # -- every method end to end ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["raco", "cagrad", "dpo-lw", "mgda", "pcgrad", "amopo", "modpo"])
+@pytest.mark.parametrize(
+    "method", ["raco", "cagrad", "dpo-lw", "mgda", "pcgrad", "dpo", "amopo", "modpo"]
+)
 def test_every_method_end_to_end(workspace, tmp_path, method) -> None:
     extra: dict[str, Any] = {"save_every": 1}
     if method == "modpo":  # margin rewards from a second model (one per non-target objective)
@@ -214,6 +216,21 @@ def test_lora_exports_merged_and_adapters(workspace, tmp_path) -> None:
         in_ndim = 2 if name == "o_proj" else 1
         ours = kernel.reshape(int(np.prod(kernel.shape[:in_ndim])), -1).T
         np.testing.assert_allclose(ours, peft_merged, atol=1e-6)
+    # PEFT loads the adapters onto the transformers base model: the same logits as ours
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert adapter_config["base_model_name_or_path"] == str(workspace["model"])
+    base_hf = AutoModelForCausalLM.from_pretrained(workspace["model"], dtype="float32")
+    peft_model = PeftModel.from_pretrained(base_hf, result.final_dir).eval()
+    ids = np.random.default_rng(1).integers(1, 250, size=(2, 20)).astype(np.int32)
+    mask = np.ones_like(ids)
+    np.testing.assert_allclose(
+        np.asarray(result.model(jnp.asarray(ids), jnp.asarray(mask))),
+        tiny_checkpoints.hf_logits(peft_model, ids, mask),
+        atol=1e-4,
+        rtol=1e-4,
+    )
     # the merged export loads in transformers and gives the LoRA model's logits
     merged_dir = tmp_path / "merged"
     save_pretrained(merge_lora(result.model), result.model.config, merged_dir)
