@@ -36,8 +36,10 @@ __all__ = [
     "Message",
     "PreferencePair",
     "Text",
+    "conflict_rates",
     "is_conversation",
     "objective_signs",
+    "sample_pairs",
     "text_is_empty",
     "validate_text",
 ]
@@ -252,3 +254,104 @@ def objective_signs(
                 signs[k, i] = pair.signs[objective]
                 labeled[k, i] = 1.0
     return signs, labeled
+
+
+def sample_pairs(
+    pairs: Sequence[PreferencePair],
+    max_pairs: int,
+    objectives: Sequence[str],
+    seed: int = 0,
+) -> list[PreferencePair]:
+    """At most ``max_pairs`` pairs drawn across the objectives with a fixed seed.
+
+    Pairs are grouped by the requested objectives they are labeled for (HH-RLHF: helpful-only
+    and harmless-only pairs); each group gets a share proportional to its size (largest
+    remainders), and at least one pair while ``max_pairs`` allows (taken from the largest
+    shares), so every objective that has labeled pairs is represented. Within a group the pairs are drawn uniformly with ``seed``;
+    the result keeps the reading order. With ``max_pairs >= len(pairs)`` every pair is kept.
+
+    Example:
+        >>> from raco_jax.data import PreferencePair, sample_pairs
+        >>> pairs = [PreferencePair(f"q{i}", "a", "b", {"helpful": 1}) for i in range(8)]
+        >>> pairs += [PreferencePair(f"r{i}", "a", "b", {"harmless": 1}) for i in range(2)]
+        >>> picked = sample_pairs(pairs, 4, ["helpful", "harmless"])
+        >>> [p.objectives[0] for p in picked].count("harmless"), len(picked)
+        (1, 4)
+    """
+    if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1:
+        raise ValueError(f"max_pairs must be a positive int, got {max_pairs!r}.")
+    if max_pairs >= len(pairs):
+        return list(pairs)
+    wanted = tuple(objectives)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, pair in enumerate(pairs):
+        key = tuple(o for o in wanted if o in pair.signs)
+        groups.setdefault(key, []).append(i)
+    keys = sorted(groups, key=lambda k: (-len(groups[k]), k))
+    exact = {k: max_pairs * len(groups[k]) / len(pairs) for k in keys}
+    quota = {k: int(exact[k]) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: (-(exact[k] - quota[k]), keys.index(k)))
+    for k in by_remainder[: max_pairs - sum(quota.values())]:
+        quota[k] += 1
+    for k in reversed(keys):  # every group at least once, taken from the largest ones
+        if quota[k] == 0:
+            donor = max(keys, key=lambda d: quota[d])
+            if quota[donor] <= 1:
+                break
+            quota[donor] -= 1
+            quota[k] = 1
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for k in keys:
+        members = groups[k]
+        take = min(quota[k], len(members))
+        chosen.extend(int(members[j]) for j in rng.permutation(len(members))[:take])
+    return [pairs[i] for i in sorted(chosen)]
+
+
+def conflict_rates(
+    signs: np.ndarray, labeled: np.ndarray, objectives: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """How often two objectives disagree on the same pairs.
+
+    For every pair of objectives ``(i, j)``: ``pairs`` labeled for both, ``decisive`` of them
+    untied for both, ``conflicts`` where the signs differ, and ``rate = conflicts / decisive``
+    (NaN without a decisive pair). Objectives labeled on disjoint pairs (HH-RLHF's helpful-base
+    and harmless-base) share no pair at all.
+
+    Args:
+        signs: ``[K, N]`` in {+1, -1, 0}; labeled: ``[K, N]`` in {0, 1} (e.g. of
+            :class:`~raco_jax.data.TokenizedPairs`).
+        objectives: the K names.
+
+    Returns:
+        ``{"<i>/<j>": {"pairs", "decisive", "conflicts", "rate"}}``.
+
+    Example:
+        >>> import numpy as np
+        >>> from raco_jax.data import conflict_rates
+        >>> signs = np.array([[1, 1, -1, 1], [-1, 1, 1, 0]])
+        >>> conflict_rates(signs, np.ones((2, 4)), ["quality", "concise"])["quality/concise"]
+        {'pairs': 4, 'decisive': 3, 'conflicts': 2, 'rate': 0.6666666666666666}
+    """
+    signs = np.asarray(signs)
+    labeled = np.asarray(labeled) > 0
+    names = list(objectives)
+    if signs.shape != labeled.shape or signs.shape[0] != len(names):
+        raise ValueError(
+            f"signs {signs.shape} and labeled {labeled.shape} must be [K, N] for K = {len(names)}."
+        )
+    out: dict[str, dict[str, float]] = {}
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            both = labeled[i] & labeled[j]
+            decisive = both & (signs[i] != 0) & (signs[j] != 0)
+            conflicts = decisive & (signs[i] != signs[j])
+            n = int(decisive.sum())
+            out[f"{names[i]}/{names[j]}"] = {
+                "pairs": int(both.sum()),
+                "decisive": n,
+                "conflicts": int(conflicts.sum()),
+                "rate": float(conflicts.sum() / n) if n else float("nan"),
+            }
+    return out

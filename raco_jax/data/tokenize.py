@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from raco_jax.data.derived import derived_objectives, derived_sign
 from raco_jax.data.pairs import (
     Conversation,
     PreferencePair,
@@ -386,6 +387,9 @@ def tokenize_pairs(
         tokenizer: a ``transformers`` tokenizer (``__call__``, ``apply_chat_template``,
             ``bos_token_id``, ``eos_token_id``, ``pad_token_id``, ``chat_template``).
         objectives: the K objectives, in the order of the batch's ``signs``/``labeled`` rows.
+            Derived objectives (``concise``, :mod:`raco_jax.data.derived`) are labeled for
+            every pair from the token ids of its two completions (as rendered, before
+            truncation); the pairs' own signs give the others.
         max_length: the longest sequence (prompt + completion) in tokens; also the largest
             bucket.
         max_prompt_length: the longest prompt (its end is kept); ``< max_length``, so every
@@ -449,6 +453,8 @@ def tokenize_pairs(
         texts.extend((prompt_a, completion_a, prompt_b, completion_b))
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
+    derived = [(k, name) for k, name in enumerate(objectives) if name in derived_objectives()]
+    derived_signs: list[list[int]] = [[] for _ in derived]
     sequences: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     prompt_lengths: tuple[list[int], list[int]] = ([], [])
     truncated_prompts = truncated_completions = 0
@@ -476,7 +482,13 @@ def tokenize_pairs(
             sequences[side].append(np.asarray(kept + completion, np.int32))
             prompt_lengths[side].append(len(kept))
         truncated_prompts += prompt_cut
+        for row, (_, name) in enumerate(derived):  # from the untruncated completions
+            ids_a, ids_b = encoded[4 * i + 1], encoded[4 * i + 3]
+            derived_signs[row].append(derived_sign(name, ids_a, ids_b))
     signs, labeled = objective_signs(pairs, objectives)
+    for row, (k, _) in enumerate(derived):
+        signs[k] = np.asarray(derived_signs[row], np.float32).reshape(-1)
+        labeled[k] = 1.0
     return TokenizedPairs(
         input_ids_a=sequences[0],
         prompt_lengths_a=np.asarray(prompt_lengths[0], np.int32),
@@ -590,6 +602,22 @@ class PreferenceBatchIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
+        return self.next_with_indices()[1]
+
+    def next_with_indices(self) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The next batch together with the indices of its real pairs (in batch order), for
+        gathering per-pair values (cached reference log-probs, ...) into batch layout.
+
+        Raises:
+            StopIteration: after ``num_epochs`` epochs.
+
+        >>> from raco_jax.data import PreferencePair
+        >>> pairs = [PreferencePair(f"q{i}", "yes", "no", {"helpful": 1}) for i in range(3)]
+        >>> data = tokenize_pairs(pairs, byte_tokenizer(None), ["helpful"], 32, 16)
+        >>> batches = PreferenceBatchIterator(data, batch_size=2, shuffle=False)
+        >>> [batches.next_with_indices()[0] for _ in range(2)]
+        [[0, 1], [2]]
+        """
         if self.num_epochs is not None and self.epoch >= self.num_epochs:
             raise StopIteration
         order = self.order(self.epoch)
@@ -600,7 +628,7 @@ class PreferenceBatchIterator:
             self.epoch += 1
             self.batch_index = 0
         batch_size = self.batch_size if self.pad_last else None
-        return self.tokenized.collate(indices, batch_size=batch_size, buckets=self.buckets)
+        return indices, self.tokenized.collate(indices, batch_size=batch_size, buckets=self.buckets)
 
     def state_dict(self) -> dict[str, Any]:
         """The position and the settings it is only valid for (a JSON-ready dict)."""

@@ -35,7 +35,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from raco_jax.data import load_preferences, tokenize_pairs
+from raco_jax.data import load_preferences, sample_pairs, tokenize_pairs
 from raco_jax.evaluate.report import write_front_report
 from raco_jax.models import from_pretrained, load_tokenizer
 from raco_jax.models.lora import ADAPTER_CONFIG_FILE
@@ -220,7 +220,8 @@ def evaluate_preference_runs(
       schema: the data's schema (default: the runs').
       split: the split to read (hub layout).
       batch_size: pairs per forward pass.
-      max_pairs: evaluate only the first ``max_pairs`` pairs (None: all).
+      max_pairs: evaluate at most ``max_pairs`` pairs, drawn across the objectives with a fixed
+        seed (:func:`~raco_jax.data.sample_pairs`; None: all).
       title: the front's title.
       log: where progress lines go (None: silent).
 
@@ -265,7 +266,7 @@ def evaluate_preference_runs(
     if not report.ok or report.filtered:
         say(report.summary())
     if max_pairs is not None:
-        pairs = pairs[:max_pairs]
+        pairs = sample_pairs(pairs, max_pairs, objectives, seed=0)
     if not pairs:
         raise ValueError(f"{data!r} holds no pairs labeled for {list(objectives)}.")
     tokenizer = load_tokenizer(first.get("tokenizer") or first["model"])

@@ -18,18 +18,13 @@ from raco_jax.data import (
     PreferencePair,
     bucket_length,
     load_preferences,
+    parse_dataset_source,
     tokenize_pairs,
 )
 from raco_jax.models import generate
 from raco_jax.train import resolve_schema, split_train_eval
 
 __all__ = ["generate_responses", "held_out_prompts", "prompt_text"]
-
-
-def _dataset_source(dataset: str) -> Any:  # TODO(merge): raco_jax.data.parse_dataset_source
-    if "," in dataset:
-        return [part.strip() for part in dataset.split(",") if part.strip()]
-    return dataset
 
 
 def held_out_prompts(
@@ -56,7 +51,7 @@ def held_out_prompts(
         ['x', 'y']
     """
     pairs, _ = load_preferences(
-        _dataset_source(dataset),
+        parse_dataset_source(dataset),
         resolve_schema(schema),
         objectives=None if objectives is None else tuple(objectives),
         split=split,

@@ -193,7 +193,10 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = x.dtype
         xf = x.astype(jnp.float32)
-        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        # x / sqrt, not x * rsqrt: jax 0.10.2's XLA:CPU miscompiles the vmapped backward pass
+        # of the rsqrt form from 2048 rows on (the per-objective gradients of objectives 2..K
+        # came out 40% wrong; tests/core/test_objectives.py checks it at 2048 rows).
+        xf = xf / jnp.sqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
         weight = self.weight[...]
         if self.offset:
             return (xf * (1.0 + weight.astype(jnp.float32))).astype(dtype)

@@ -96,9 +96,11 @@ from flax import nnx
 
 from raco_jax.data import (
     PreferenceBatchIterator,
+    derived_objectives,
     get_schema,
     list_schemas,
     load_preferences,
+    parse_dataset_source,
     tokenize_pairs,
 )
 from raco_jax.models import (
@@ -232,6 +234,12 @@ def _schema_objectives(schema: Any) -> tuple[str, ...] | None:
     return None if callable(schema.objectives) else tuple(schema.objectives)
 
 
+def _labelable(schema: Any) -> tuple[str, ...] | None:
+    """What a run on this schema may ask for: its objectives and the derived ones (concise)."""
+    own = _schema_objectives(schema)
+    return None if own is None else (*own, *derived_objectives())
+
+
 def _comparable(values: Mapping[str, Any]) -> dict[str, Any]:
     """A stored or current config as a dict whose defaults are resolved (old runs stored the
     reference as 'precomputed' where the field now defaults to None, the method's default)."""
@@ -312,11 +320,11 @@ def check_run(
         ...           num_devices=1).objectives
         ('helpful', 'harmless')
         >>> check_run(AlignConfig(model="m", dataset="d", schema="pku-saferlhf",
-        ...                       objectives=("helpful", "concise"), weights=(0.5, 0.5)),
+        ...                       objectives=("helpful", "honest"), weights=(0.5, 0.5)),
         ...           num_devices=1, mesh_shape=(1, 1, 1))
         Traceback (most recent call last):
         ...
-        ValueError: objective(s) ['concise'] are not provided by schema 'pku-saferlhf', which labels ['helpful', 'harmless'].
+        ValueError: objective(s) ['honest'] are not provided by schema 'pku-saferlhf', which labels ['helpful', 'harmless', 'concise'].
     """
     missing = []
     if not config.model and not model_given:
@@ -334,14 +342,11 @@ def check_run(
     if mesh_shape is None:
         num_devices = jax.device_count() if num_devices is None else num_devices
         validate_config(
-            config,
-            num_devices=num_devices,
-            schema_objectives=_schema_objectives(schema),
-            require_data=False,
+            config, num_devices=num_devices, schema_objectives=_labelable(schema), require_data=False
         )
         mesh_shape = resolve_mesh_shape(config.mesh, num_devices)
     else:
-        validate_config(config, schema_objectives=_schema_objectives(schema), require_data=False)
+        validate_config(config, schema_objectives=_labelable(schema), require_data=False)
     for name in ("model", "tokenizer"):
         value = getattr(config, name)
         if value and is_gguf(value) and not pathlib.Path(value).is_file():
@@ -401,17 +406,10 @@ def split_train_eval(
     return train, [pair for i, pair in enumerate(pairs) if i in held]
 
 
-def _dataset_source(dataset: str) -> Any:
-    """A hub id, a path, or a comma-separated list of paths."""
-    if "," in dataset:
-        return [part.strip() for part in dataset.split(",") if part.strip()]
-    return dataset
-
-
 def _load_pairs(
     config: AlignConfig, schema: Any, log: Callable[[str], None]
 ) -> tuple[list[Any], list[Any]]:
-    source = _dataset_source(config.dataset)
+    source = parse_dataset_source(config.dataset)
     pairs, report = load_preferences(
         source, schema, objectives=config.objectives, split=config.train_split
     )
@@ -484,7 +482,8 @@ class _PairValues:
 
 
 class _Batches:
-    """A :class:`~raco_jax.data.PreferenceBatchIterator` that also says which pairs it yields."""
+    """A :class:`~raco_jax.data.PreferenceBatchIterator`'s batches with the per-pair values
+    (reference log-probs, MODPO margins) of the pairs they hold."""
 
     def __init__(self, iterator: Any, values: _PairValues) -> None:
         self.iterator = iterator
@@ -494,12 +493,7 @@ class _Batches:
         return self
 
     def __next__(self) -> Any:
-        it = self.iterator
-        if it.num_epochs is not None and it.epoch >= it.num_epochs:
-            raise StopIteration
-        start = it.batch_index * it.batch_size
-        indices = it.order(it.epoch)[start : start + it.batch_size].tolist()
-        fields = next(it)
+        indices, fields = self.iterator.next_with_indices()
         batch_size = fields["signs"].shape[1]
         return PreferenceBatch(**fields, **self.values.fields(indices, batch_size))
 

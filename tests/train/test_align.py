@@ -386,7 +386,7 @@ def test_sharded_run_matches_one_device(workspace, tmp_path) -> None:
         ({"method": "ppo"}, "unknown method 'ppo'"),
         ({"weights": (0.2, 0.3, 0.5)}, "weights has 3 entries but objectives has 2"),
         ({"weights": (0.5, 0.6)}, "weights must sum to 1"),
-        ({"objectives": ("helpful", "concise")}, r"objective\(s\) \['concise'\] are not provided"),
+        ({"objectives": ("helpful", "honest")}, r"objective\(s\) \['honest'\] are not provided"),
         ({"mesh": (3, 1, 1)}, r"mesh \(3, 1, 1\) does not divide the 8 available devices"),
         ({"mesh": (8, 1, 1)}, "batch_size 4 must be divisible by the mesh's data x fsdp = 8"),
         ({"method": "modpo"}, "needs one margin reward model per objective"),

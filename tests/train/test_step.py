@@ -296,3 +296,44 @@ def test_make_train_step_and_argument_errors():
             weights=(1, 0),
             reference="online",
         )
+
+
+def test_per_objective_gradients_are_exact_at_2048_token_rows() -> None:
+    """jax 0.10.2's XLA:CPU miscompiled the vmapped backward pass of RMSNorm's x * rsqrt(.)
+    from 2048 rows on: objective 1's gradient came out 40% wrong while objective 0's was
+    right. The step's stacked gradients must equal K separate jax.grad calls at that size."""
+    config = ModelConfig(
+        model_type="qwen3", vocab_size=32, hidden_size=16, intermediate_size=32, num_layers=1,
+        num_heads=2,
+    )  # fmt: skip
+    model = Decoder(config, rngs=nnx.Rngs(3))
+    rng = np.random.default_rng(0)
+    pairs, length = 4, 256  # 2 x 4 sequences x 256 positions = 2048 token rows
+    ids = rng.integers(1, 32, size=(2 * pairs, length)).astype(np.int32)
+    loss_mask = np.zeros((2 * pairs, length), np.float32)
+    loss_mask[:, 100:] = 1.0
+    signs = [[1, -1, 1, -1], [-1, -1, 1, 1], [1, 1, -1, 0]]
+    batch = make_batch(ids, np.ones_like(ids), loss_mask, signs)
+    batch = batch._replace(ref_logps=jnp.asarray(rng.normal(-300.0, 5.0, 2 * pairs), jnp.float32))
+    objectives = ("a", "b", "c")
+    step = TrainStep(
+        model, optax.chain(raco_jax.weighted_sum((0.2, 0.3, 0.5)), optax.sgd(0.1)),
+        method="dpo-lw", objectives=objectives, weights=(0.2, 0.3, 0.5),
+    )  # fmt: skip
+    state = step.init(model)
+    normalizer = jnp.asarray([4.0, 4.0, 3.0])
+
+    def losses(params):
+        return step.loss(params, state.rest, state.ref_state, batch, normalizer)[0]
+
+    stacked = jax.jit(raco_jax.objective_grads(losses))(state.params)
+    for k in range(len(objectives)):
+        single = jax.jit(jax.grad(lambda p, k=k: losses(p)[k]))(state.params)
+        for (path, got), want in zip(
+            jax.tree_util.tree_leaves_with_path(stacked),
+            jax.tree_util.tree_leaves(single),
+            strict=True,
+        ):
+            scale = float(np.abs(np.asarray(want)).max()) or 1.0
+            error = float(np.abs(np.asarray(got[k]) - np.asarray(want)).max()) / scale
+            assert error < 1e-4, (k, jax.tree_util.keystr(path), error)
