@@ -26,7 +26,13 @@ responses of 64-191 + EOS; ``--quick``: 2 short pairs):
   subprocess on the same checkpoint, pairs and reference log-probs, it times its standard DPO step
   and its RACO step (``raco=True``, ``raco_clip_lambda=True``: clipped CAGrad, c = 0.4) for K = 2
   and 3, and hands back its losses and gradients, compared here with raco_jax's (the RACO
-  direction against :func:`raco_jax.clipped_cagrad` of raco_jax's stacked gradients).
+  direction against :func:`raco_jax.clipped_cagrad` of raco_jax's stacked gradients, and of K
+  separate ``jax.grad`` calls);
+* raco_jax's stacked gradients (:func:`raco_jax.value_and_objective_grads`: one ``jax.vjp``, the
+  pullback vmapped over K cotangents, jitted) against K separate jitted ``jax.grad`` calls, row
+  by row. On XLA:CPU (jax 0.10.2) rows k >= 1 come out wrong at these shapes: ``jax.jit`` of
+  ``jax.vmap`` of the pullback through ``x * lax.rsqrt(mean(x * x))`` (the RMS norm) miscompiles
+  once there are 2048 or more normalised rows; ``x / sqrt(...)`` does not.
 
 Objective 0 prefers TRL's "chosen" response on every pair (TRL's DPO); objectives 1 and 2 carry
 fixed random signs (seed 0). The policy and the reference are two differently seeded checkpoints
@@ -48,7 +54,7 @@ keeping the installed torch and transformers)::
 
     python3 -m venv --system-site-packages /work/venvtrl
     /work/venvtrl/bin/pip install trl "torch==2.13.0" "transformers==5.25.0"
-    PYTHONPATH=. /work/venvtrl/bin/python benchmarks/trl_step.py [--quick] [--repeats 7]
+    PYTHONPATH=. /work/venvtrl/bin/python benchmarks/trl_step.py [--quick] [--repeats 5]
         [--official-python /work/venvraco/bin/python] [--out FILE.json]
 
 The official RACO fork needs transformers 4.x (with transformers 5 its optional-import checks
@@ -111,8 +117,8 @@ class Sizes:
     pairs: int = 8
     prompt_len: tuple[int, int] = (32, 64)
     response_len: tuple[int, int] = (64, 191)
-    repeats: int = 7
-    warmup: int = 2
+    repeats: int = 5
+    warmup: int = 1
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -420,13 +426,15 @@ class JaxStepper:
 
 
 def jax_losses_and_grads(
-    checkpoint: pathlib.Path, batch: Any, stacked: bool
+    checkpoint: pathlib.Path, batch: Any, stacked: bool, per_objective: bool = False
 ) -> tuple[np.ndarray, Any, Any]:
     """raco_jax's K objective losses and their gradients at the checkpoint's weights.
 
     ``stacked=False``: the gradient of the weighted loss (what the ``dpo`` method differentiates);
     ``stacked=True``: the stacked ``[K, ...]`` gradients (``value_and_objective_grads``, what the
-    stacked methods hand to their aggregator). Returns ``(losses, grads, config)``.
+    stacked methods hand to their aggregator); with ``per_objective`` as well, the same stack
+    built from K separate jitted ``jax.grad`` calls, one per loss (the reference for the
+    vmapped pullback). Returns ``(losses, grads, config)``.
     """
     import jax
     import jax.numpy as jnp
@@ -446,7 +454,14 @@ def jax_losses_and_grads(
         margins = pair_margins(logps, jnp.asarray(batch.ref_logps))
         return dpo_losses(margins, batch.signs, batch.labeled, beta=BETA)
 
-    if stacked:
+    if stacked and per_objective:
+        values = jax.jit(losses)(params)
+        rows = [
+            jax.jit(jax.grad(lambda p, k=k: losses(p)[k]))(params)
+            for k in range(batch.num_objectives)
+        ]
+        grads = jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
+    elif stacked:
         values, grads = jax.jit(raco_jax.value_and_objective_grads(losses))(params)
     else:
         (_, values), grads = jax.jit(
@@ -574,6 +589,22 @@ def preference_batch(inputs: dict[str, Any], signs: np.ndarray) -> Any:
 # -- the official RACO trainer (worker, run under the fork's interpreter) --------------------------
 
 
+def transformers4_config(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """A transformers 5 ``config.json`` dict restated for transformers 4.x.
+
+    transformers 4 ignores transformers 5's ``rope_parameters`` and would silently fall back to
+    ``rope_theta = 1e4`` without scaling; the rope settings move to ``rope_theta`` and
+    ``rope_scaling``.
+    """
+    out = dict(config_dict)
+    rope = dict(out.pop("rope_parameters", None) or {})
+    if "rope_theta" in rope:
+        out["rope_theta"] = rope.pop("rope_theta")
+    if rope.get("rope_type", "default") != "default":
+        out["rope_scaling"] = rope
+    return out
+
+
 def official_worker(workdir: pathlib.Path, arch: str, repeats: int, warmup: int) -> None:
     """Runs under the RACO fork's interpreter: grads and timings of its DPO and RACO steps.
 
@@ -592,13 +623,7 @@ def official_worker(workdir: pathlib.Path, arch: str, repeats: int, warmup: int)
 
     checkpoint = workdir / arch / "policy"
     config_dict = json.loads((checkpoint / "config.json").read_text())
-    # transformers 4.x ignores transformers 5's `rope_parameters` (it would silently fall back to
-    # rope_theta = 1e4 without scaling): restate them in the 4.x fields.
-    rope = dict(config_dict.pop("rope_parameters"))
-    config_dict["rope_theta"] = rope.pop("rope_theta")
-    if rope.get("rope_type", "default") != "default":
-        config_dict["rope_scaling"] = rope
-    config = AutoConfig.for_model(**config_dict)
+    config = AutoConfig.for_model(**transformers4_config(config_dict))
     datasets.disable_progress_bars()
     tokenizer = make_tokenizer(config.vocab_size)
     pairs = spec["pairs"]
@@ -679,11 +704,14 @@ def official_worker(workdir: pathlib.Path, arch: str, repeats: int, warmup: int)
     steppers = {}
     arrays: dict[str, np.ndarray] = {}
     losses: dict[str, float] = {}
+    stored: dict[str, dict[str, float]] = {}
     for k, name in ((1, "dpo"), (2, "raco2"), (3, "raco3")):
         trainer, inputs = trainer_for(k)
         model = trainer.model
         model.zero_grad(set_to_none=True)
         losses[name] = float(trainer.training_step(model, inputs))
+        # The fork's own record of its first step (RACO: p, ||g0||, ||G_p||, s, coefficients).
+        stored[name] = {key: float(v[0]) for key, v in trainer._stored_metrics["train"].items()}
         for pname, p in model.named_parameters():
             if p.grad is not None:
                 arrays[f"{name}/{pname}"] = p.grad.detach().numpy().copy()
@@ -708,6 +736,7 @@ def official_worker(workdir: pathlib.Path, arch: str, repeats: int, warmup: int)
             {
                 "times_s": times,
                 "losses": losses,
+                "metrics": stored,
                 "versions": (
                     f"trl {trl.__version__} (RACO fork), transformers {transformers.__version__}, "
                     f"torch {torch.__version__}"
@@ -818,6 +847,15 @@ def run_arch(
     out["times_s"] = times
     first = jax_steppers["raco_jax dpo (TRL's pairs)"].first_metrics or {}
     out["trainstep_first"] = {"loss": first.get("loss"), "grad_norm": first.get("grad_norm")}
+
+    # raco_jax's stacked gradients (one vjp, vmapped pullback) against K separate jax.grad calls,
+    # objective by objective, on the K = 3 batch (whose first two rows are the K = 2 batch).
+    _, stacked3, config = jax_losses_and_grads(policy_dir, batches[3], stacked=True)
+    _, separate3, _ = jax_losses_and_grads(policy_dir, batches[3], stacked=True, per_objective=True)
+    out["stacked_vs_separate"] = [
+        compare_tensors(hf_named(config, _row(separate3, k)), hf_named(config, _row(stacked3, k)))
+        for k in range(3)
+    ]
     del trl_step, jax_steppers, steppers
 
     if official_python:
@@ -846,23 +884,40 @@ def run_arch(
             }
             agreement["dpo_grads"] = compare_tensors(_prefixed(arrays, "dpo/"), our_named)
             for k in (2, 3):
-                stacked_losses, stacked, config = jax_losses_and_grads(
-                    policy_dir, batches[k], stacked=True
-                )
-                direction, coefficients = clipped_cagrad_direction(stacked, k)
-                agreement[f"raco{k}"] = {
+                stacked_losses, _, _ = jax_losses_and_grads(policy_dir, batches[k], stacked=True)
+                fork_direction = _prefixed(arrays, f"raco{k}/")
+                entry: dict[str, Any] = {
                     "weighted_loss": {
                         "fork": official["losses"][f"raco{k}"],
                         "raco_jax": float(np.asarray(WEIGHTS[k]) @ stacked_losses),
                     },
-                    "coefficients": coefficients.tolist(),
-                    "direction": compare_tensors(
-                        _prefixed(arrays, f"raco{k}/"), hf_named(config, direction)
-                    ),
+                    "fork_metrics": official["metrics"][f"raco{k}"],
                 }
+                for label, grads in (
+                    ("vmapped", _first_rows(stacked3, k)),
+                    ("separate", _first_rows(separate3, k)),
+                ):
+                    direction, coefficients = clipped_cagrad_direction(grads, k)
+                    entry[label] = {
+                        "coefficients": coefficients.tolist(),
+                        "direction": compare_tensors(fork_direction, hf_named(config, direction)),
+                    }
+                agreement[f"raco{k}"] = entry
             official["agreement"] = agreement
         out["official"] = official
     return out
+
+
+def _row(stacked: Any, k: int) -> Any:
+    import jax
+
+    return jax.tree.map(lambda x: x[k], stacked)
+
+
+def _first_rows(stacked: Any, k: int) -> Any:
+    import jax
+
+    return jax.tree.map(lambda x: x[:k], stacked)
 
 
 def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
@@ -883,6 +938,18 @@ OFFICIAL_ROWS = {
     "raco2": ("official RACO fork: RACO (K=2)", 2),
     "raco3": ("official RACO fork: RACO (K=3)", 3),
 }
+
+
+def fork_coefficients(metrics: dict[str, float], k: int) -> list[float]:
+    """The fork's update coefficients a_k (d = sum_k a_k g_k) from its logged first-step metrics.
+
+    K = 3 logs them (``raco/a_*``); K = 2 logs p, s and ||G_p||: a = w + (s / ||G_p||) p.
+    """
+    names = OBJECTIVES[:k]
+    if k == 3:
+        return [metrics[f"raco/a_{name}"] for name in names]
+    scale = metrics["raco/s"] / metrics["raco/gp_norm"] if metrics.get("raco/gp_norm") else 0.0
+    return [metrics[f"raco/w_{n}"] + scale * metrics[f"raco/p_mix_{n}"] for n in names]
 
 
 def _fmt(x: float) -> str:
@@ -942,6 +1009,12 @@ def agreement_rows(arch: str, result: dict[str, Any]) -> list[str]:
             f"{_fmt(abs(first['loss'] - loss['trl']) / loss['trl'])}, "
             f"{_fmt(abs(first['grad_norm'] - norm['trl']) / norm['trl'])} |"
         )
+    for k, c in enumerate(result.get("stacked_vs_separate", [])):
+        rows.append(
+            f"| {arch} | raco_jax stacked gradient row {k} (value_and_objective_grads) vs "
+            f"jax.grad of loss {k} | global rel {_fmt(c['global_rel'])} (worst: {c['worst']}) | "
+            f"{_fmt(c['max_abs'])} | {_fmt(c['max_rel'])} |"
+        )
     agreement = (result.get("official") or {}).get("agreement")
     if agreement:
         dpo_loss = agreement["dpo_loss"]
@@ -959,15 +1032,23 @@ def agreement_rows(arch: str, result: dict[str, Any]) -> list[str]:
             a = agreement[f"raco{k}"]
             wl = a["weighted_loss"]
             d = abs(wl["fork"] - wl["raco_jax"])
-            dirn = a["direction"]
-            coeffs = ", ".join(f"{c:.4f}" for c in a["coefficients"])
-            rows += [
+            fork_coeffs = ", ".join(f"{c:.4f}" for c in fork_coefficients(a["fork_metrics"], k))
+            rows.append(
                 f"| {arch} | fork: RACO K={k} weighted loss | {wl['fork']:.7f} | {_fmt(d)} | "
-                f"{_fmt(d / abs(wl['fork']))} |",
-                f"| {arch} | fork: RACO K={k} update direction (coefficients a = {coeffs}) | "
-                f"global rel {_fmt(dirn['global_rel'])} | {_fmt(dirn['max_abs'])} | "
-                f"{_fmt(dirn['max_rel'])} |",
-            ]
+                f"{_fmt(d / abs(wl['fork']))} |"
+            )
+            for label, text in (
+                ("vmapped", "raco_jax stacked gradients (value_and_objective_grads)"),
+                ("separate", "K separate jax.grad"),
+            ):
+                dirn = a[label]["direction"]
+                coeffs = ", ".join(f"{c:.4f}" for c in a[label]["coefficients"])
+                rows.append(
+                    f"| {arch} | fork: RACO K={k} update direction vs clipped_cagrad of {text} "
+                    f"(a = {coeffs}; fork a = {fork_coeffs}) | global rel "
+                    f"{_fmt(dirn['global_rel'])} | {_fmt(dirn['max_abs'])} | "
+                    f"{_fmt(dirn['max_rel'])} |"
+                )
     return rows
 
 
@@ -989,8 +1070,8 @@ def versions() -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, 2 pairs, 2 repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (7)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed calls of each step (2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (5)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls of each step (1)")
     parser.add_argument("--pairs", type=int, default=None, help="B, preference pairs (8)")
     parser.add_argument("--threads", type=int, default=2, help="cores for torch and XLA (2)")
     parser.add_argument("--arch", choices=ARCHS, action="append", help="default: both")
