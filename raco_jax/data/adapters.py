@@ -558,5 +558,3 @@ register_schema(
     options={"objective": "preference"},
     description="prompt/chosen/rejected with optional sign_<objective>/labeled_<objective>",
 )
-
-

@@ -243,7 +243,7 @@ def _labelable(schema: Any) -> tuple[str, ...] | None:
 def _comparable(values: Mapping[str, Any]) -> dict[str, Any]:
     """A stored or current config as a dict whose defaults are resolved (old runs stored the
     reference as 'precomputed' where the field now defaults to None, the method's default)."""
-    values = dict(values)
+    values = {**AlignConfig().to_dict(), **values}  # fields added since the run was stored
     method = values.get("method", "raco")
     try:
         values["reference"] = resolve_reference(method, values.get("reference"))
@@ -342,7 +342,10 @@ def check_run(
     if mesh_shape is None:
         num_devices = jax.device_count() if num_devices is None else num_devices
         validate_config(
-            config, num_devices=num_devices, schema_objectives=_labelable(schema), require_data=False
+            config,
+            num_devices=num_devices,
+            schema_objectives=_labelable(schema),
+            require_data=False,
         )
         mesh_shape = resolve_mesh_shape(config.mesh, num_devices)
     else:
@@ -656,7 +659,10 @@ class _Run:
     def lora_config(self) -> LoRAConfig:
         config = self.config
         return LoRAConfig(
-            rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_targets
+            rank=config.lora_rank,
+            alpha=config.lora_alpha,
+            target_modules=config.lora_targets,
+            layers=config.lora_layers or None,
         )
 
     def trainable(self) -> Any:

@@ -15,6 +15,7 @@ from data import fixtures
 from train.test_align import single_device_mesh, tiny_qwen3
 
 from raco_jax.cli import main
+from raco_jax.data import load_preferences, sample_pairs
 from raco_jax.evaluate.preferences import evaluate_preference_runs, pair_metrics
 from raco_jax.train import align
 from raco_jax.train.config import AlignConfig
@@ -171,10 +172,14 @@ def test_evaluate_command_on_a_pairs_directory(runs, tmp_path, capsys) -> None:
     status = main([*argv, "--output-dir", str(tmp_path / "a"), "--max-pairs", "12", "--quiet"])
     assert status == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "a" / "preferences.json").read_text())
-    # the first twelve pairs only: harmless-base.jsonl.gz is read first
-    assert (saved["base"]["pairs/harmless"], saved["base"]["pairs/helpful"]) == (9, 3)
-    assert main([*argv, "--output-dir", str(tmp_path / "c"), "--max-pairs", "5"]) == 2
-    assert "no labeled, untied pair for ['helpful']" in capsys.readouterr().err
+    # twelve pairs drawn across both objectives with a fixed seed, not the first file's twelve
+    pairs, _ = load_preferences(str(runs["data"]), "hh-rlhf", objectives=["helpful", "harmless"])
+    drawn = sample_pairs(pairs, 12, ["helpful", "harmless"], seed=0)
+    want = {o: sum(o in p.signs for p in drawn) for o in ("helpful", "harmless")}
+    assert min(want.values()) >= 3 and sum(want.values()) == 12
+    assert {o: saved["base"][f"pairs/{o}"] for o in want} == want
+    assert main([*argv, "--output-dir", str(tmp_path / "c"), "--max-pairs", "1"]) == 2
+    assert "no labeled, untied pair for ['" in capsys.readouterr().err
     assert main([*argv, "--data", str(runs["data"]), "--output-dir", str(tmp_path / "b")]) == 2
     assert "not both" in capsys.readouterr().err
 
