@@ -39,7 +39,7 @@ forward serves every objective. Imports jax only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "sigmoid_norm"]
-LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
+LOSS_TYPES: tuple[str, ...] = get_args(LossType)
 #: The loss types computed on per-response log-ratios averaged over each response's tokens (as
 #: TRL does): pass ``[2B]`` log-ratios and ``lengths`` to :func:`dpo_losses`.
 LENGTH_NORMALISED_LOSS_TYPES: tuple[str, ...] = ("sigmoid_norm", "ipo")

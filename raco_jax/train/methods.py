@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import jax
 import optax
@@ -54,7 +55,8 @@ METHODS: tuple[str, ...] = STACKED_METHODS + SCALAR_METHODS
 #: in every step), ``lora_base`` (online, where the trainable state is LoRA adapters that start
 #: as a zero update, so the reference is the base model at the cost of the adapters only),
 #: ``none`` (reference-free: AMoPO).
-REFERENCES: tuple[str, ...] = ("precomputed", "online", "lora_base", "none")
+Reference = Literal["precomputed", "online", "lora_base", "none"]
+REFERENCES: tuple[str, ...] = get_args(Reference)
 
 #: Where stacked gradients are aggregated: once per optimizer step on the micro-batches'
 #: accumulated gradients (``batch``, Algorithm 1), or on each micro-batch with the directions

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,12 @@ from raco_jax.preference import (
     split_pairs,
 )
 from raco_jax.preference.logps import DEFAULT_VOCAB_CHUNK
-from raco_jax.train.methods import STACKED_METHODS, check_method, resolve_reference
+from raco_jax.train.methods import (
+    STACKED_METHODS,
+    Reference,
+    check_method,
+    resolve_reference,
+)
 
 __all__ = [
     "TrainState",
@@ -65,8 +70,6 @@ __all__ = [
     "policy_logps",
     "with_reference_logps",
 ]
-
-Reference = Literal["precomputed", "online", "lora_base", "none"]
 
 
 class TrainState(NamedTuple):
