@@ -258,7 +258,7 @@ def run_demo(
         objectives=config.objectives,
         reference=reference,
         hypervolumes=vs_worst,
-        title=f"{title}\nlegend HV: normalised to [0, 1], measured from the worst possible scores",
+        title=f"{title}\nHV in the legend: from the worst scores, in [0, 1]",
         reference_label="pretrained model (start)",
     )
     (out / "samples.md").write_text(_samples_markdown(setup, runs, evaluations))

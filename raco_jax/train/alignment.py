@@ -84,6 +84,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -354,6 +355,11 @@ def check_run(
         value = getattr(config, name)
         if value and is_gguf(value) and not pathlib.Path(value).is_file():
             raise ValueError(f"{name}: GGUF file not found: {value}")
+        if value and _looks_local(value) and not pathlib.Path(value).expanduser().exists():
+            raise ValueError(
+                f"{name}: no such file or directory: {value} (a hub model is named "
+                "ORGANISATION/NAME, e.g. Qwen/Qwen3-0.6B)"
+            )
     ways = int(mesh_shape[0]) * int(mesh_shape[1])
     if config.batch_size % ways:
         raise ValueError(
@@ -380,6 +386,11 @@ def check_run(
                 f"{list(RESUMABLE_CHANGES)} may change when resuming)."
             )
     return config
+
+
+def _looks_local(value: str) -> bool:
+    """Whether a model name can only be a local path (a hub id is ``org/name``)."""
+    return value.startswith((os.sep, ".", "~")) or value.count("/") > 1
 
 
 # -- data ------------------------------------------------------------------------------------

@@ -39,6 +39,17 @@ def test_a_missing_gguf_file_is_one_line_and_exit_2(capsys, tmp_path) -> None:
     assert _one_line_error(err) == f"raco-jax: error: model: GGUF file not found: {missing}"
 
 
+def test_a_missing_model_directory_is_one_line_and_exit_2(capsys, tmp_path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    missing = tmp_path / "no-such-model"
+    status, err = _run(capsys, ["align", "--model", str(missing), "--dataset", str(data),
+                                "--objectives", "helpful", "--quiet"])  # fmt: skip
+    assert status == 2
+    line = _one_line_error(err)
+    assert line.startswith(f"raco-jax: error: model: no such file or directory: {missing}")
+
+
 @pytest.mark.parametrize(
     "content, where",
     [("", "empty"), ('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": \n', "line 2")],
