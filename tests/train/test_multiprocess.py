@@ -70,7 +70,7 @@ def runs(workspace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         log_dir=root / "logs",
     )
     assert status == 0, (root / "logs" / "process-1.log").read_text()[-3000:]
-    return {"root": root, "one": one, "argv": argv}
+    return {"root": root, "one": one, "argv": argv, "model_dir": workspace["model"]}
 
 
 def test_two_processes_give_the_one_process_run(runs) -> None:
@@ -82,9 +82,22 @@ def test_two_processes_give_the_one_process_run(runs) -> None:
             if name in a:
                 assert b[name] == pytest.approx(a[name], abs=1e-5), (a["step"], name)
     want, got = read_safetensors(root / "one" / "final"), read_safetensors(root / "two" / "final")
-    assert set(want) == set(got)
+    start = read_safetensors(runs["model_dir"])
+    assert set(want) == set(got) and set(want) <= set(start)
+    # Across processes the gradients are summed in another order, so they agree to float32
+    # rounding, not bit for bit. AdamW's first steps are lr_t * g / (|g| + eps), about
+    # +-lr_t for EVERY entry with g != 0: an entry whose gradient is rounding noise (a sum that
+    # cancels) moves by +-lr_t in either run, so it can differ by up to 2 sum_t lr_t. Such entries
+    # are rare (1 of 8,704 embedding entries here, by 1.4e-5): every other entry agrees to 1e-5,
+    # and each tensor's update to 1e-3 of its norm (measured: 1.3e-4, that one entry). A wrong
+    # data slice or a missing all-reduce changes most entries' updates by O(lr): both fail.
+    step_bound = 2 * sum(r["learning_rate"] for r in one if "learning_rate" in r)
     for key in want:
-        np.testing.assert_allclose(got[key], want[key], atol=1e-5, rtol=0)
+        diff = np.abs(got[key] - want[key])
+        assert np.mean(diff > 1e-5) <= 1e-3, (key, int(np.sum(diff > 1e-5)), diff.size)
+        assert np.max(diff) <= max(step_bound, 1e-5), (key, float(np.max(diff)))
+        update = want[key] - start[key]
+        assert np.linalg.norm(got[key] - want[key]) <= 1e-3 * np.linalg.norm(update), key
     checkpoints = sorted(p.name for p in (root / "two" / "checkpoints").iterdir())
     assert [c for c in checkpoints if c.isdigit()] == ["2", "4"]  # one checkpoint per save
     summary = json.loads((root / "two" / "summary.json").read_text())
