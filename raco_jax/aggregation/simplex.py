@@ -38,10 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "CagradDualSolution",
     "FaceSystems",
+    "anchored_value",
     "cagrad_dual",
+    "cagrad_dual_anchored",
     "cagrad_dual_enumerate",
+    "cagrad_dual_solution",
     "cagrad_dual_two",
+    "cagrad_dual_two_anchored",
+    "combination_norm2",
     "dual_cone_projection",
     "face_systems",
     "min_norm_point",
@@ -51,6 +57,9 @@ __all__ = [
 
 # Relative eigenvalue threshold (of the unit-diagonal Gram) below which a face is singular.
 _SINGULAR_TOL = 1e-6
+# Supports whose weighted partial sum g_S has ||g_S||^2 below this fraction of
+# (sum_{k in S} w_k ||g_k||)^2 are solved in the anchored basis.
+_ANCHOR_RATIO2 = 1e-2
 # Tolerated negative coordinate before a candidate counts as infeasible (then clamped to 0).
 _FEASIBILITY_TOL = 1e-5
 
@@ -195,22 +204,286 @@ def cagrad_value(gram: jax.Array, weights: jax.Array, s: jax.Array, p: jax.Array
     return p @ b + s * jnp.sqrt(jnp.maximum(quad, 0.0))
 
 
-def cagrad_dual_enumerate(
-    gram: jax.Array, weights: jax.Array, s: jax.Array, faces: FaceSystems | None = None
-) -> tuple[jax.Array, jax.Array]:
-    r"""Solves the CAGrad dual exactly for any K by support enumeration.
+class CagradDualSolution(NamedTuple):
+    r"""The CAGrad dual solution, with the offset from the anchor weights kept exactly.
 
-    On a support S with a regular Gram block, stationarity of
+    Attributes:
+      p: ``[K]`` the minimiser p* on the simplex.
+      offset: ``[K]`` ``p* - w`` computed directly (not as a difference of two rounded vectors),
+        so that it keeps its relative precision when p* is within rounding of w (near a
+        stationary point of the weighted loss).
+      value: the dual value :math:`\Phi(p^*)`.
+    """
+
+    p: jax.Array
+    offset: jax.Array
+    value: jax.Array
+
+
+def _anchor_quantities(
+    gram: jax.Array,
+    weights: jax.Array,
+    anchor_inner: jax.Array | None,
+    anchor_norm2: jax.Array | None,
+) -> tuple[jax.Array, jax.Array]:
+    if (anchor_inner is None) != (anchor_norm2 is None):
+        raise ValueError("anchor_inner and anchor_norm2 must be given together.")
+    if anchor_inner is None:
+        return gram @ weights, jnp.maximum(weights @ gram @ weights, 0.0)
+    return jnp.asarray(anchor_inner, gram.dtype), jnp.asarray(anchor_norm2, gram.dtype)
+
+
+def combination_norm2(
+    gram: jax.Array,
+    weights: jax.Array,
+    anchor_inner: jax.Array,
+    anchor_norm2: jax.Array,
+    x: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    r""":math:`\|\sum_k (w + x)_k g_k\|^2` and its rounding scale, the better of two forms.
+
+    Around the anchor, :math:`n_0 + 2 b^\top x + x^\top H x` rounds relative to
+    :math:`(\|g_0\| + \sum_k |x_k| \|g_k\|)^2` (good when :math:`g_0` nearly cancels and x is
+    small); directly, :math:`p^\top H p` rounds relative to :math:`(\sum_k |p_k| \|g_k\|)^2`
+    (good when one large gradient dominates :math:`g_0`). The form with the smaller scale is
+    returned, with that scale (x may be batched).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import combination_norm2
+      >>> gram, w = jnp.eye(2), jnp.array([0.5, 0.5])
+      >>> value, _ = combination_norm2(gram, w, gram @ w, w @ gram @ w, jnp.array([0.5, -0.5]))
+      >>> float(value)
+      1.0
+    """
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    p = weights + x
+    anchored = anchor_norm2 + 2.0 * (x @ anchor_inner) + jnp.einsum("...i,ij,...j->...", x, gram, x)
+    direct = jnp.einsum("...i,ij,...j->...", p, gram, p)
+    scale_anchored = (jnp.sqrt(jnp.maximum(anchor_norm2, 0.0)) + jnp.abs(x) @ norms) ** 2
+    scale_direct = (jnp.abs(p) @ norms) ** 2
+    use_anchored = scale_anchored < scale_direct
+    value = jnp.where(use_anchored, anchored, direct)
+    return jnp.maximum(value, 0.0), jnp.where(use_anchored, scale_anchored, scale_direct)
+
+
+def anchored_value(
+    gram: jax.Array,
+    weights: jax.Array,
+    anchor_inner: jax.Array,
+    anchor_norm2: jax.Array,
+    s: jax.Array,
+    x: jax.Array,
+) -> jax.Array:
+    r"""The dual objective at :math:`p = w + x` written around the anchor (x may be batched).
+
+    With :math:`b_k = \langle g_k, g_0\rangle` and :math:`n_0 = \|g_0\|^2`:
+    :math:`\Phi(w + x) = n_0 + b^\top x + s\|G_{w + x}\|` (the norm from
+    :func:`combination_norm2`). Equal to :func:`cagrad_value` in exact arithmetic, but it keeps
+    its relative precision when :math:`g_0` nearly cancels, given exact anchor products.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import anchored_value
+      >>> gram, w = jnp.eye(2), jnp.array([0.5, 0.5])
+      >>> float(anchored_value(gram, w, gram @ w, w @ gram @ w, 0.0, jnp.array([0.5, -0.5])))
+      0.5
+    """
+    norm2, _ = combination_norm2(gram, weights, anchor_inner, anchor_norm2, x)
+    return anchor_norm2 + x @ anchor_inner + s * jnp.sqrt(norm2)
+
+
+def _feasible_offsets(
+    x: jax.Array, weights: jax.Array, valid: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Like :func:`_feasible` for candidates p = w + x, keeping the offsets x precise."""
+    finite = jnp.all(jnp.isfinite(x), axis=-1)
+    valid = valid & finite & jnp.all(weights + x >= -_FEASIBILITY_TOL, axis=-1)
+    clamped = jnp.where(valid[:, None], jnp.maximum(x, -weights), 0.0)
+    # Renormalise by what clamping added only: exact candidates (vertices) stay exact.
+    excess = jnp.sum(clamped - jnp.where(valid[:, None], x, 0.0), axis=-1, keepdims=True)
+    x = (clamped - excess * weights) / (1.0 + excess)
+    return x, valid
+
+
+class _AnchoredFaces(NamedTuple):
+    faces: FaceSystems  # scale is per support, [M, K]
+    anchored: jax.Array  # [M] bool: the support contains j and uses the anchored basis
+    onehot: jax.Array  # [M, K] one-hot of each support's pivot j
+    weights_out: jax.Array  # [M, K] w off the support
+    rhs_ones: jax.Array  # [M, K] T^{-1} 1_S
+    rhs_inner: jax.Array  # [M, K] T^{-1} b_S
+
+
+def _anchored_faces(
+    gram: jax.Array, weights: jax.Array, anchor_inner: jax.Array, anchor_norm2: jax.Array
+) -> _AnchoredFaces:
+    """Face systems where every support whose weighted partial sum cancels is anchored.
+
+    On such a support S (||g_S|| < 0.1 sum_{k in S} w_k ||g_k||, with j the support's largest
+    term w_k ||g_k||) the vector g_j is replaced by the partial anchor
+    g_S = sum_{k in S} w_k g_k (an invertible change of basis, T^{-1} = [w_S; e_k, k != j]).
+    Its products <g_k, g_S> = b_k - (H w_out)_k and ||g_S||^2 come from the anchor products
+    (or directly from H, whichever rounds less, see :func:`combination_norm2`), so the Gram block
+    stays well conditioned when g_S nearly cancels (near a weighted stationary point, also on
+    supports that drop objectives of tiny weight), where H_S is singular to float32 precision.
+    """
+    k = gram.shape[-1]
+    masks = jnp.asarray(support_masks(k))
+    w_out = weights[None] * (1.0 - masks)
+    w_in = weights[None] * masks
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    terms = w_in * norms[None]  # w_k ||g_k|| on the support
+    onehot = jax.nn.one_hot(jnp.argmax(terms, axis=-1), k, dtype=gram.dtype)  # [M, K]
+    others = 1.0 - onehot
+    partial_norm2, _ = combination_norm2(gram, weights, anchor_inner, anchor_norm2, -w_out)
+    # Anchor the supports whose partial sum cancels (where H_S loses it); elsewhere H_S is exact
+    # enough and the change of basis would only cost conditioning.
+    upper = jnp.sum(terms, axis=-1) ** 2
+    anchored = (partial_norm2 < _ANCHOR_RATIO2 * upper) & (upper > 0)
+    use_anchor = (jnp.sqrt(jnp.maximum(anchor_norm2, 0.0)) + w_out @ norms) < w_in @ norms
+    partial_inner = jnp.where(
+        use_anchor[:, None], anchor_inner[None] - w_out @ gram, w_in @ gram
+    )  # [M, K]: <g_k, g_S>
+    b_off = partial_inner * others
+    anchored_grams = (
+        gram[None] * (others[:, :, None] * others[:, None, :])
+        + onehot[:, :, None] * b_off[:, None, :]
+        + b_off[:, :, None] * onehot[:, None, :]
+        + partial_norm2[:, None, None] * (onehot[:, :, None] * onehot[:, None, :])
+    )
+    mats = jnp.where(anchored[:, None, None], anchored_grams, gram[None])
+    diag = jnp.diagonal(mats, axis1=-2, axis2=-1)
+    max_diag = jnp.maximum(jnp.max(jnp.diagonal(gram)), 1e-30)
+    # Zero gradients get scale 1 (their face is singular); the anchor slot keeps any norm > 0.
+    threshold = jnp.where(anchored[:, None] & (onehot > 0), 0.0, 1e-12 * max_diag)
+    alive = diag > threshold
+    scale = jnp.where(alive, jax.lax.rsqrt(jnp.where(alive, diag, 1.0)), 1.0)
+    corr = mats * scale[:, :, None] * scale[:, None, :]
+    outer = masks[:, :, None] * masks[:, None, :]
+    masked = corr * outer + jax.vmap(jnp.diag)(1.0 - masks)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(masked)
+    faces = FaceSystems(masks, scale, corr, eigenvalues, eigenvectors)
+    sigma_in = jnp.sum(w_in, axis=-1)
+    inner_in = anchor_norm2 - w_out @ anchor_inner  # <g_S, g_0>
+    slot = anchored[:, None] & (onehot > 0)
+    rhs_ones = jnp.where(slot, sigma_in[:, None], 1.0)
+    rhs_inner = jnp.where(slot, inner_in[:, None], anchor_inner[None])
+    return _AnchoredFaces(faces, anchored, onehot, w_out, rhs_ones, rhs_inner)
+
+
+def cagrad_dual_anchored(
+    gram: jax.Array,
+    weights: jax.Array,
+    s: jax.Array,
+    anchor_inner: jax.Array | None = None,
+    anchor_norm2: jax.Array | None = None,
+) -> CagradDualSolution:
+    r"""Solves the CAGrad dual exactly by support enumeration, around the anchor :math:`g_0`.
+
+    Every support S gives a candidate. On a regular S, stationarity of
     :math:`b^\top p + s\sqrt{p^\top H p}` on the affine hull gives, with
-    :math:`u = p / \sqrt{p^\top H p}`, the system :math:`s H_S u = \lambda 1 - b_S`,
-    :math:`u^\top H_S u = 1`: a quadratic in :math:`\lambda` whose larger root yields p. Singular
-    supports contribute the point with :math:`Hp = 0`, vertices are always candidates.
+    :math:`h = H_S^{-1} 1`, :math:`u = H_S^{-1} b`, :math:`\alpha = 1^\top h`,
+    :math:`\beta = 1^\top u`, :math:`\gamma = b^\top u`, the multiplier
+    :math:`\lambda = (\beta + \sqrt{\beta^2 - \alpha(\gamma - s^2)})/\alpha` and
+    :math:`p = (\lambda h - u)/\sqrt{\beta^2 - \alpha(\gamma - s^2)}`. When the partial
+    anchor :math:`g_S = \sum_{k \in S} w_k g_k` cancels (:math:`\|g_S\| < 0.1 \sum_{k\in S}
+    w_k \|g_k\|`), h and u are computed in the basis :math:`[g_S, g_k (k \ne j)]` (j the
+    support's largest term :math:`w_k\|g_k\|`), whose Gram block holds products taken
+    from the anchor and stays well conditioned when :math:`g_S` nearly cancels (a weighted
+    stationary point); the offset :math:`p - w` is then formed without cancellation. Singular
+    supports give their null-space point, vertices are always candidates; every candidate is
+    scored by :func:`anchored_value`.
+
+    Args:
+      gram: trace-normalised ``[K, K]`` Gram matrix.
+      weights: ``[K]`` anchor weights w.
+      s: the correction radius ``c * ||g_0||`` in the same units.
+      anchor_inner: ``[K]`` :math:`\langle g_k, g_0\rangle` in the same units, computed from
+        the vectors (None: ``gram @ weights``, which loses its digits when g_0 cancels).
+      anchor_norm2: :math:`\|g_0\|^2` likewise (None: ``w^T H w``).
+
+    Returns:
+      A :class:`CagradDualSolution` ``(p, offset, value)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import cagrad_dual_anchored
+      >>> gram = jnp.array([[17.0, -5.0], [-5.0, 2.0]]) / 19.0
+      >>> w = jnp.array([0.2, 0.8])
+      >>> sol = cagrad_dual_anchored(gram, w, 0.5 * jnp.sqrt(w @ gram @ w))
+      >>> [round(float(x), 4) for x in sol.p], [round(float(x), 4) for x in sol.offset]
+      ([0.3561, 0.6439], [0.1561, -0.1561])
+    """
+    k = gram.shape[-1]
+    b, n0 = _anchor_quantities(gram, weights, anchor_inner, anchor_norm2)
+    af = _anchored_faces(gram, weights, b, n0)
+    faces, anchored, onehot = af.faces, af.anchored, af.onehot
+    scale = faces.scale  # [M, K]
+    masks = faces.masks
+    rhs_plain = jnp.stack([scale, b[None, :] * scale], axis=-1)
+    rhs_anchor = jnp.stack([af.rhs_ones * scale, af.rhs_inner * scale], axis=-1)
+    rhs = jnp.where(anchored[:, None, None], rhs_anchor, rhs_plain)
+    solved = _pinv_apply(faces, rhs) * scale[:, :, None]  # [M, K, 2]: h and u (own basis)
+    z, v = solved[..., 0], solved[..., 1]
+    f_ones = jnp.where(anchored[:, None], af.rhs_ones, 1.0) * masks
+    f_inner = jnp.where(anchored[:, None], af.rhs_inner, b[None]) * masks
+    alpha = jnp.sum(f_ones * z, axis=-1)
+    beta = jnp.sum(f_ones * v, axis=-1)
+    gamma = jnp.sum(f_inner * v, axis=-1)
+    disc = beta**2 - alpha * (gamma - s**2)
+    root = jnp.sqrt(jnp.maximum(disc, 0.0))
+    safe_alpha = jnp.where(alpha > 0, alpha, 1.0)
+    safe_root = jnp.where(root > 0, root, 1.0)
+    lam = (beta + root) / safe_alpha
+    x_plain = (lam[:, None] * z - v) / safe_root[:, None] - weights[None]
+    # Anchored basis: p_S = w_S (lam z_j - v_j)/root + (lam z_rest - v_rest)/root, and with
+    # lam alpha = beta + root the w_S coefficient minus 1 is free of cancellation.
+    w_in = weights[None] * masks
+    out_total = jnp.sum(af.weights_out, axis=-1)
+    z_j, v_j = jnp.sum(z * onehot, -1), jnp.sum(v * onehot, -1)
+    z_rest, v_rest = z * (1.0 - onehot), v * (1.0 - onehot)
+    coef = out_total * (lam * z_j - v_j) - lam * jnp.sum(z_rest, -1) + jnp.sum(v_rest, -1)
+    x_anchor = (w_in * coef[:, None] + lam[:, None] * z_rest - v_rest) / safe_root[
+        :, None
+    ] - af.weights_out
+    x_socp = jnp.where(anchored[:, None], x_anchor, x_plain)
+    socp_ok = _is_regular(faces) & (alpha > 0) & (disc > 1e-12 * jnp.maximum(beta**2, 1e-30))
+    socp_ok = socp_ok & (s > 0)
+
+    # Null-space points of singular supports, in the support's own basis.
+    y = faces.eigenvectors[:, :, 0] * masks * scale  # coefficients on the basis vectors
+    size = jnp.linalg.norm(scale * masks, axis=-1)
+    y_j = jnp.sum(y * onehot, -1)
+    y_rest = y * (1.0 - onehot)
+    total = jnp.where(anchored, (1.0 - out_total) * y_j + jnp.sum(y_rest, -1), jnp.sum(y, -1))
+    null_ok = (~_is_regular(faces)) & (jnp.abs(total) > 1e-3 * size)
+    safe_total = jnp.where(null_ok, total, 1.0)[:, None]
+    x_null_anchor = (
+        w_in * (out_total * y_j - jnp.sum(y_rest, -1))[:, None] + y_rest
+    ) / safe_total - af.weights_out
+    x_null = jnp.where(anchored[:, None], x_null_anchor, y / safe_total - weights[None])
+
+    vertices = jnp.eye(k, dtype=gram.dtype) - weights[None]
+    candidates = jnp.concatenate([vertices, x_socp, x_null], axis=0)
+    valid = jnp.concatenate([jnp.ones((k,), bool), socp_ok, null_ok], axis=0)
+    candidates, valid = _feasible_offsets(candidates, weights, valid)
+    values = anchored_value(gram, weights, b, n0, s, candidates)
+    x, value = _pick_best(candidates, values, valid)
+    return CagradDualSolution(weights + x, x, value)
+
+
+def cagrad_dual_enumerate(
+    gram: jax.Array, weights: jax.Array, s: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    r"""Solves the CAGrad dual exactly for any K by support enumeration (Gram only).
+
+    :func:`cagrad_dual_anchored` with the anchor products taken from the Gram matrix.
 
     Args:
       gram: trace-normalised ``[K, K]`` Gram matrix.
       weights: ``[K]`` anchor weights w.
       s: the correction radius ``c * sqrt(w^T H w)`` in the same units.
-      faces: precomputed :func:`face_systems` of ``gram`` (computed if None).
 
     Returns:
       ``(p_star, value)``: the minimiser on the simplex and the dual value.
@@ -225,50 +498,74 @@ def cagrad_dual_enumerate(
       >>> [round(float(x), 4) for x in p]
       [0.3561, 0.6439]
     """
-    k = gram.shape[-1]
-    faces = face_systems(gram) if faces is None else faces
-    scale = faces.scale
-    b_scaled = (gram @ weights) * scale
-    ones_scaled = scale  # D^{-1/2} 1 in unit-diagonal coordinates
-    m = faces.masks.shape[0]
-    rhs = jnp.stack(
-        [jnp.broadcast_to(ones_scaled, (m, k)), jnp.broadcast_to(b_scaled, (m, k))], axis=-1
-    )
-    solved = _pinv_apply(faces, rhs)  # [M, K, 2]: H^+ e, H^+ b
-    inv_e, inv_b = solved[..., 0], solved[..., 1]
-    e_masked = ones_scaled[None] * faces.masks
-    b_masked = b_scaled[None] * faces.masks
-    alpha = jnp.sum(e_masked * inv_e, axis=-1)
-    beta = jnp.sum(e_masked * inv_b, axis=-1)
-    gamma = jnp.sum(b_masked * inv_b, axis=-1)
-    disc = beta**2 - alpha * (gamma - s**2)
-    root = jnp.sqrt(jnp.maximum(disc, 0.0))
-    lam = (beta + root) / jnp.where(alpha > 0, alpha, 1.0)
-    q = (lam[:, None] * inv_e - inv_b) / jnp.where(root > 0, root, 1.0)[:, None]
-    p_socp = q * scale[None, :]
-    socp_ok = _is_regular(faces) & (alpha > 0) & (disc > 1e-12 * jnp.maximum(beta**2, 1e-30))
-    socp_ok = socp_ok & (s > 0)
+    sol = cagrad_dual_anchored(gram, weights, s)
+    return sol.p, sol.value
 
-    p_null, null_ok = _null_candidates(faces)
-    vertices = jnp.eye(k, dtype=gram.dtype)
-    candidates = jnp.concatenate([vertices, p_socp, p_null], axis=0)
-    valid = jnp.concatenate([jnp.ones((k,), bool), socp_ok, null_ok], axis=0)
-    candidates, valid = _feasible(candidates, valid)
-    values = cagrad_value(gram, weights, s, candidates)
-    return _pick_best(candidates, values, valid)
+
+def cagrad_dual_two_anchored(
+    gram: jax.Array,
+    weights: jax.Array,
+    s: jax.Array,
+    anchor_inner: jax.Array | None = None,
+    anchor_norm2: jax.Array | None = None,
+) -> CagradDualSolution:
+    r"""The paper's closed form of the CAGrad dual for K = 2, written around the anchor.
+
+    The paper parametrises :math:`p = (\lambda, 1 - \lambda)`; here
+    :math:`p = w + \delta (1, -1)`, which is the same line, so that the offset
+    :math:`\delta = \lambda - w_1` keeps its precision near a weighted stationary point.
+    With :math:`D = b_1 - b_2 = \langle g_1 - g_2, g_0\rangle`,
+    :math:`q = \|g_1 - g_2\|^2 = H_{11} + H_{22} - 2H_{12}` and :math:`n_0 = \|g_0\|^2`,
+    :math:`\Phi = n_0 + \delta D + s\sqrt{n_0 + 2\delta D + \delta^2 q}`; squaring the
+    stationarity condition gives the roots
+    :math:`\delta = (D/q)\,(-1 \pm \sqrt{(q n_0 - D^2)/(s^2 q - D^2)})` (real when
+    :math:`s^2 q > D^2`). Squaring creates spurious roots, so :math:`\Phi` is evaluated at
+    both vertices and both roots and the smallest wins.
+
+    Args:
+      gram: trace-normalised ``[2, 2]`` Gram matrix.
+      weights: ``[2]`` anchor weights.
+      s: correction radius.
+      anchor_inner, anchor_norm2: exact anchor products (see :func:`cagrad_dual_anchored`).
+
+    Returns:
+      A :class:`CagradDualSolution`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import cagrad_dual_two_anchored
+      >>> gram = jnp.array([[17.0, -5.0], [-5.0, 2.0]]) / 19.0
+      >>> w = jnp.array([0.2, 0.8])
+      >>> sol = cagrad_dual_two_anchored(gram, w, 0.5 * jnp.sqrt(w @ gram @ w))
+      >>> round(float(sol.p[0]), 4), round(float(sol.offset[0]), 4)
+      (0.3561, 0.1561)
+    """
+    b, n0 = _anchor_quantities(gram, weights, anchor_inner, anchor_norm2)
+    q = jnp.maximum(gram[0, 0] + gram[1, 1] - 2.0 * gram[0, 1], 0.0)
+    d = b[0] - b[1]
+    denom = s**2 * q - d**2
+    numer = jnp.maximum(q * n0 - d**2, 0.0)
+    interior = (denom > 0) & (q > 0) & (s > 0)
+    ratio = jnp.sqrt(numer / jnp.where(interior, denom, 1.0))
+    base = d / jnp.where(q > 0, q, 1.0)
+    deltas = jnp.stack(
+        [-weights[0], weights[1], base * (-1.0 + ratio), base * (-1.0 - ratio)]
+    ).astype(gram.dtype)
+    ok = jnp.stack([True, True, interior, interior])
+    ok = ok & jnp.isfinite(deltas) & (deltas >= -weights[0]) & (deltas <= weights[1])
+    deltas = jnp.where(ok, deltas, 0.0)
+    candidates = deltas[:, None] * jnp.array([1.0, -1.0], gram.dtype)[None, :]
+    values = anchored_value(gram, weights, b, n0, s, candidates)
+    x, value = _pick_best(candidates, values, ok)
+    return CagradDualSolution(weights + x, x, value)
 
 
 def cagrad_dual_two(
     gram: jax.Array, weights: jax.Array, s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    r"""The paper's closed form of the CAGrad dual for K = 2.
+    r"""The paper's closed form of the CAGrad dual for K = 2 (Gram only).
 
-    With :math:`p = (\lambda, 1 - \lambda)`, :math:`Q(\lambda) = q_2\lambda^2 + q_1\lambda + q_0`
-    (:math:`q_2 = H_{11} + H_{22} - 2H_{12}`, :math:`q_1 = 2(H_{12} - H_{22})`, :math:`q_0 = H_{22}`)
-    and :math:`D = b_1 - b_2`, the stationary points are the roots in [0, 1] of
-    :math:`(D^2 q_2 - s^2 q_2^2)\lambda^2 + (D^2 q_1 - s^2 q_1 q_2)\lambda + D^2 q_0 - s^2 q_1^2/4`.
-    Squaring creates spurious roots, so the objective is evaluated at {0, 1, roots} and the
-    smallest wins.
+    See :func:`cagrad_dual_two_anchored` for the formula.
 
     Example:
       >>> import jax.numpy as jnp
@@ -279,49 +576,38 @@ def cagrad_dual_two(
       >>> round(float(p[0]), 4)
       0.3561
     """
-    h11, h12, h22 = gram[0, 0], gram[0, 1], gram[1, 1]
-    b = gram @ weights
-    q2 = h11 + h22 - 2.0 * h12
-    q1 = 2.0 * (h12 - h22)
-    q0 = h22
-    d = b[0] - b[1]
-    a2 = d**2 * q2 - s**2 * q2**2
-    a1 = d**2 * q1 - s**2 * q1 * q2
-    a0 = d**2 * q0 - s**2 * q1**2 / 4.0
-    disc = a1**2 - 4.0 * a2 * a0
-    sqrt_disc = jnp.sqrt(jnp.maximum(disc, 0.0))
-    # Numerically stable roots of a2 x^2 + a1 x + a0.
-    qq = -0.5 * (a1 + jnp.where(a1 >= 0, sqrt_disc, -sqrt_disc))
-    root1 = qq / jnp.where(a2 != 0, a2, 1.0)
-    root2 = a0 / jnp.where(qq != 0, qq, 1.0)
-    linear_root = -a0 / jnp.where(a1 != 0, a1, 1.0)
-    lams = jnp.stack([0.0, 1.0, root1, root2, linear_root]).astype(gram.dtype)
-    ok = jnp.stack(
-        [
-            True,
-            True,
-            (disc >= 0) & (a2 != 0),
-            (disc >= 0) & (qq != 0),
-            (a2 == 0) & (a1 != 0),
-        ]
-    )
-    ok = ok & jnp.isfinite(lams) & (lams >= 0.0) & (lams <= 1.0)
-    lams = jnp.where(ok, lams, 0.0)
-    candidates = jnp.stack([lams, 1.0 - lams], axis=-1)
-    values = cagrad_value(gram, weights, s, candidates)
-    return _pick_best(candidates, values, ok)
+    sol = cagrad_dual_two_anchored(gram, weights, s)
+    return sol.p, sol.value
 
 
-def cagrad_dual(
-    gram: jax.Array, weights: jax.Array, s: jax.Array, faces: FaceSystems | None = None
-) -> tuple[jax.Array, jax.Array]:
+def cagrad_dual_solution(
+    gram: jax.Array,
+    weights: jax.Array,
+    s: jax.Array,
+    anchor_inner: jax.Array | None = None,
+    anchor_norm2: jax.Array | None = None,
+) -> CagradDualSolution:
+    """The closed form for K = 2, support enumeration otherwise (see the two functions).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import cagrad_dual_solution
+      >>> sol = cagrad_dual_solution(jnp.eye(3) / 3, jnp.ones(3) / 3, 0.1)
+      >>> [round(float(x), 4) for x in sol.p]
+      [0.3333, 0.3333, 0.3333]
+    """
+    if gram.shape[-1] == 2:
+        return cagrad_dual_two_anchored(gram, weights, s, anchor_inner, anchor_norm2)
+    return cagrad_dual_anchored(gram, weights, s, anchor_inner, anchor_norm2)
+
+
+def cagrad_dual(gram: jax.Array, weights: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Solves the CAGrad dual: the closed form for K = 2, support enumeration otherwise.
 
     Args:
       gram: trace-normalised ``[K, K]`` Gram matrix.
       weights: ``[K]`` anchor weights.
       s: correction radius ``c * sqrt(w^T H w)``.
-      faces: optional precomputed :func:`face_systems` (used for K > 2).
 
     Returns:
       ``(p_star, value)``.
@@ -333,9 +619,8 @@ def cagrad_dual(
       >>> [round(float(x), 4) for x in p]
       [0.3333, 0.3333, 0.3333]
     """
-    if gram.shape[-1] == 2:
-        return cagrad_dual_two(gram, weights, s)
-    return cagrad_dual_enumerate(gram, weights, s, faces)
+    sol = cagrad_dual_solution(gram, weights, s)
+    return sol.p, sol.value
 
 
 def min_norm_point(gram: jax.Array, faces: FaceSystems | None = None) -> jax.Array:
@@ -374,7 +659,10 @@ def min_norm_point(gram: jax.Array, faces: FaceSystems | None = None) -> jax.Arr
 
 
 def dual_cone_projection(
-    gram: jax.Array, weights: jax.Array, faces: FaceSystems | None = None
+    gram: jax.Array,
+    weights: jax.Array,
+    faces: FaceSystems | None = None,
+    inner: jax.Array | None = None,
 ) -> jax.Array:
     r"""Projects :math:`g_0 = \sum_k w_k g_k` onto the dual cone of the gradients.
 
@@ -387,6 +675,8 @@ def dual_cone_projection(
       gram: trace-normalised ``[K, K]`` Gram matrix.
       weights: ``[K]`` anchor weights w.
       faces: optional precomputed :func:`face_systems`.
+      inner: optional ``[K]`` :math:`b = \langle g_k, g_0\rangle` computed from the vectors
+        (default ``gram @ weights``).
 
     Returns:
       ``mu`` of shape ``[K]`` (non-negative); the projected direction has coefficients
@@ -404,7 +694,8 @@ def dual_cone_projection(
     k = gram.shape[-1]
     faces = face_systems(gram) if faces is None else faces
     m = faces.masks.shape[0]
-    b_scaled = (gram @ weights) * faces.scale
+    b = gram @ weights if inner is None else inner
+    b_scaled = b * faces.scale
     nu = -_pinv_apply(faces, jnp.broadcast_to(b_scaled, (m, k))[..., None])[..., 0]
     mu = nu * faces.scale[None, :]
     finite = jnp.all(jnp.isfinite(mu), axis=-1)
@@ -414,7 +705,5 @@ def dual_cone_projection(
     mu = jnp.where(valid[:, None], jnp.maximum(mu, 0.0), 0.0)
     candidates = jnp.concatenate([jnp.zeros((1, k), gram.dtype), mu], axis=0)
     valid = jnp.concatenate([jnp.ones((1,), bool), valid], axis=0)
-    values = 0.5 * jnp.einsum("ni,ij,nj->n", candidates, gram, candidates) + candidates @ (
-        gram @ weights
-    )
+    values = 0.5 * jnp.einsum("ni,ij,nj->n", candidates, gram, candidates) + candidates @ b
     return _pick_best(candidates, values, valid)[0]

@@ -30,11 +30,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from raco_jax.aggregation.gram import combine, gram_matrix, num_objectives
+from raco_jax.aggregation.gram import (
+    anchor_products,
+    combine,
+    combine_with_anchor,
+    gram_matrix,
+    num_objectives,
+    weighted_anchor,
+)
 from raco_jax.aggregation.weightings import (
     AggregationDiagnostics,
     Rescale,
-    cagrad_coefficients,
+    cagrad_solution,
     mgda_coefficients,
     pcgrad_coefficients,
     rescale_mode,
@@ -143,6 +150,68 @@ def _gram_aggregator(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+# Where ||g_0||^2 < this fraction of (sum_k w_k ||g_k||)^2 (||g_0|| < 0.1 sum_k w_k ||g_k||), the
+# Gram matrix alone would cost more than 1e-6 of relative accuracy: the CAGrad transforms then
+# take the anchored path (g_0 in compensated precision, its products, d formed around g_0).
+_ANCHORED_PATH_RATIO2 = 1e-2
+
+
+def _anchor_cancels(gram: jax.Array, weights: jax.Array) -> jax.Array:
+    norm2 = weights @ gram @ weights
+    upper = jnp.sum(weights * jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))) ** 2
+    return norm2 < _ANCHORED_PATH_RATIO2 * upper
+
+
+def _cagrad_aggregator(
+    name: str,
+    expected_k: int | None,
+    weights_fn: Callable[[int], jax.Array],
+    c: jax.Array,
+    clip: bool,
+    rescale: Rescale,
+) -> optax.GradientTransformationExtraArgs:
+    """A Gram aggregator for (clipped) CAGrad with the anchored path near stationary points.
+
+    One Gram pass decides: if g_0 = sum_k w_k g_k is not strongly cancelling, the Gram matrix is
+    enough (coefficients, one combine pass); otherwise (``lax.cond``, so only one branch runs)
+    g_0 is formed in compensated precision, its K + 1 inner products are taken from the vectors,
+    and d = t g_0 + sum_k beta_k g_k is formed around it, which keeps d exact to float32 at any
+    cancellation.
+    """
+    state_k = expected_k or 0
+
+    def init_fn(params: Any) -> AggregatorState:
+        del params
+        return AggregatorState(_empty_diagnostics(state_k))
+
+    def update_fn(
+        updates: Any, state: AggregatorState, params: Any = None, **extra_args: Any
+    ) -> tuple[Any, AggregatorState]:
+        del params, extra_args
+        k = _check_k(updates, expected_k, name)
+        weights = weights_fn(k)
+        gram = gram_matrix(updates)
+
+        def plain(updates: Any, gram: jax.Array) -> tuple[Any, AggregationDiagnostics]:
+            sol = cagrad_solution(gram, weights, c, clip=clip, rescale=rescale)
+            return combine(updates, sol.coefficients), sol.diagnostics
+
+        def anchored(updates: Any, gram: jax.Array) -> tuple[Any, AggregationDiagnostics]:
+            anchor = weighted_anchor(updates, weights)
+            products = anchor_products(updates, anchor)
+            sol = cagrad_solution(gram, weights, c, clip=clip, rescale=rescale, anchor=products)
+            out = combine_with_anchor(updates, anchor, sol.anchor_scale, sol.residual)
+            return out, sol.diagnostics
+
+        new_updates, diagnostics = jax.lax.cond(
+            _anchor_cancels(gram, weights), anchored, plain, updates, gram
+        )
+        diagnostics = _fit_to_state(diagnostics, state.diagnostics.coefficients.shape[0])
+        return new_updates, AggregatorState(diagnostics)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def _known_k(weights: Any, num_objectives_arg: int | None) -> int | None:
     if weights is not None:
         return int(jnp.shape(weights)[0])
@@ -201,10 +270,7 @@ def clipped_cagrad(
     c = validate_c(c, strict_below_one=True)
     k = _known_k(weights, None)
 
-    def coefficients_fn(gram: jax.Array, _: int) -> tuple[jax.Array, AggregationDiagnostics]:
-        return cagrad_coefficients(gram, weights, c, clip=True)
-
-    return _gram_aggregator("clipped_cagrad", k, coefficients_fn)
+    return _cagrad_aggregator("clipped_cagrad", k, lambda _: weights, c, True, None)
 
 
 def cagrad(
@@ -253,11 +319,10 @@ def cagrad(
         weights = validate_weights(weights)
     k = _known_k(weights, num_objectives)
 
-    def coefficients_fn(gram: jax.Array, kk: int) -> tuple[jax.Array, AggregationDiagnostics]:
-        w = weights if weights is not None else jnp.full((kk,), 1.0 / kk, jnp.float32)
-        return cagrad_coefficients(gram, w, c, clip=False, rescale=rescale)
+    def weights_fn(kk: int) -> jax.Array:
+        return weights if weights is not None else jnp.full((kk,), 1.0 / kk, jnp.float32)
 
-    return _gram_aggregator("cagrad", k, coefficients_fn)
+    return _cagrad_aggregator("cagrad", k, weights_fn, c, False, rescale)
 
 
 def weighted_sum(

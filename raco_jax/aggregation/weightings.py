@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from raco_jax.aggregation import simplex
+from raco_jax.aggregation.gram import AnchorProducts
 
 __all__ = [
     "AggregationDiagnostics",
@@ -32,6 +33,9 @@ Rescale = Literal[None, "1+c", "1+c^2"] | int
 # Below this ratio ||sum_k p_k g_k||^2 / (sum_k p_k ||g_k||)^2 the combination is treated as the
 # zero vector: in float32 the Gram-based norm of a 1000-fold cancelling sum is not reliable.
 _CANCELLATION_TOL = 1e-6
+# With anchor products computed from the vector g_0, ||g_0||^2 below this fraction of
+# (sum_k w_k ||g_k||)^2 (||g_0|| below 1e-12 of the gradients: numerically zero) counts as 0.
+_ANCHOR_FLOOR = 1e-24
 
 
 class AggregationDiagnostics(NamedTuple):
@@ -185,16 +189,44 @@ def _finite_or_nan(
     )
 
 
+def _better_form(
+    gram_n: jax.Array,
+    norm2: jax.Array,
+    scale: jax.Array,
+    residual: jax.Array,
+    plain: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Chooses how to write d: around the anchor, t g_0 + sum_k beta_k g_k, or sum_k a_k g_k.
+
+    The anchored form rounds relative to |t| ||g_0|| + sum_k |beta_k| ||g_k||, the plain one
+    relative to sum_k |a_k| ||g_k||: keep the smaller (anchored near a weighted stationary
+    point, plain when one large gradient dominates g_0). Returns ``(t, beta)`` (t = 0: plain).
+    """
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram_n), 0.0))
+    anchored_scale = jnp.abs(scale) * jnp.sqrt(norm2) + jnp.abs(residual) @ norms
+    use_anchor = anchored_scale < jnp.abs(plain) @ norms
+    return jnp.where(use_anchor, scale, 0.0), jnp.where(use_anchor, residual, plain)
+
+
+class _CagradSolution(NamedTuple):
+    coefficients: jax.Array
+    diagnostics: AggregationDiagnostics
+    anchor_scale: jax.Array  # t in d = t g_0 + sum_k beta_k g_k
+    residual: jax.Array  # beta
+
+
 def cagrad_coefficients(
     gram: jax.Array,
     weights: Any,
     c: Any,
     clip: bool = True,
     rescale: Rescale = None,
+    anchor: AnchorProducts | None = None,
 ) -> tuple[jax.Array, AggregationDiagnostics]:
     r"""CAGrad (``clip=False``) and RACO's clipped CAGrad (``clip=True``) coefficients from a Gram matrix.
 
-    With :math:`b = H w`, :math:`\|g_0\|^2 = w^\top H w` and :math:`s = c\|g_0\|`:
+    With :math:`b = H w` (:math:`b_k = \langle g_k, g_0\rangle`),
+    :math:`\|g_0\|^2 = w^\top H w` and :math:`s = c\|g_0\|`:
 
     1. :math:`p^* = \arg\min_{p\in\Delta} b^\top p + s\sqrt{p^\top H p}` (exact solver);
     2. clipped: :math:`\tilde p_k = \min(p^*_k, w_k)` (no renormalisation); unclipped:
@@ -202,14 +234,33 @@ def cagrad_coefficients(
     3. :math:`a = w + s\,\tilde p / \|\tilde G\|` with :math:`\|\tilde G\|^2 = \tilde p^\top H\tilde p`,
        so :math:`d = \sum_k a_k g_k = g_0 + c\|g_0\|\,\tilde G/\|\tilde G\|`.
 
-    Degenerate cases never give NaN: if :math:`s = 0` (c = 0, or :math:`g_0 = 0`, or
-    :math:`\|g_0\| < 10^{-3} \sum_k w_k \|g_k\|`, below the resolution of a float32 Gram
-    matrix), :math:`a = w`.
+    Precision near a weighted stationary point. When :math:`g_0` nearly cancels
+    (:math:`\|g_0\| \ll \sum_k w_k \|g_k\|`), :math:`b` and :math:`\|g_0\|^2` computed from a
+    float32 Gram matrix lose their digits (relative error about
+    :math:`10^{-7} (\sum_k w_k\|g_k\|)^2 / \|g_0\|^2`). Pass ``anchor`` (the products computed
+    from the vector :math:`g_0`, see :func:`raco_jax.aggregation.gram.anchor_products`; the
+    optax transformations do this themselves) and the solve stays exact at any cancellation:
+    the dual is solved around the anchor (offsets :math:`p^* - w` and norms
+    :math:`\|g_0 - \sum_k r_k g_k\|` are formed from the anchor products). Note that float32
+    coefficients a cannot represent d to better than about
+    :math:`10^{-7} \sum_k a_k \|g_k\| / \|d\|`; the transformations therefore form
+    :math:`d = t\, g_0 + \sum_k \beta_k g_k` from the anchor vector.
+
+    Degenerate cases never give NaN. :math:`s = 0` and :math:`a = w` if c = 0 or
+    :math:`g_0 = 0`; with ``anchor``, "0" means :math:`\|g_0\|^2 \le 10^{-24}` of
+    :math:`(\sum_k w_k\|g_k\|)^2` (numerically zero); without it, the Gram matrix cannot resolve
+    :math:`\|g_0\| < 10^{-3} \sum_k w_k \|g_k\|`, which is then treated as 0 and reported by a
+    non-zero ``duality_gap`` (an upper bound of the true gap of :math:`d = g_0`).
     If :math:`\tilde G = 0`, clipped CAGrad returns :math:`a = w` (the paper's rule), while
     unclipped CAGrad returns the projection of :math:`g_0` onto the dual cone
     :math:`\{d: \langle g_k, d\rangle \ge 0\}` (the optimal direction closest to :math:`g_0`).
     A non-finite Gram entry (a NaN or infinite gradient) is not a degenerate case but an error
     in the input: the coefficients are NaN and ``diagnostics.finite`` is False.
+
+    The certificate ``duality_gap`` is :math:`\Phi(p^*) - \min_k \langle g_k, d^*\rangle` with
+    :math:`d^* = g_0 + c\|g_0\| G_{p^*}/\|G_{p^*}\|` (the unclipped direction), evaluated
+    with the true radius :math:`c\|g_0\|`: it is non-negative, and zero (to rounding) only when
+    p* is the exact optimum.
 
     Args:
       gram: ``[K, K]`` Gram matrix (any positive scale; it is normalised internally).
@@ -218,6 +269,9 @@ def cagrad_coefficients(
       clip: apply RACO's coordinate-wise clip.
       rescale: unclipped only; divide d by ``1 + c`` (``"1+c"`` or ``2``, the CAGrad toy code) or
         by ``1 + c**2`` (``"1+c^2"`` or ``1``, its supervised code); None or 0: no rescale.
+      anchor: optional :class:`raco_jax.aggregation.gram.AnchorProducts` of the same gradients
+        (:math:`\langle g_k, g_0\rangle` and :math:`\|g_0\|^2` from the vectors); None: taken
+        from the Gram matrix.
 
     Returns:
       ``(coefficients, diagnostics)``.
@@ -235,6 +289,31 @@ def cagrad_coefficients(
       (arXiv:2602.02495). Liu et al., "Conflict-Averse Gradient Descent for Multi-task
       Learning", NeurIPS 2021.
     """
+    solution = cagrad_solution(gram, weights, c, clip, rescale, anchor)
+    return solution.coefficients, solution.diagnostics
+
+
+def cagrad_solution(
+    gram: jax.Array,
+    weights: Any,
+    c: Any,
+    clip: bool = True,
+    rescale: Rescale = None,
+    anchor: AnchorProducts | None = None,
+) -> _CagradSolution:
+    """:func:`cagrad_coefficients` plus the anchored form of the update (for the transforms).
+
+    Returns ``(coefficients, diagnostics, anchor_scale, residual)`` with
+    ``coefficients == anchor_scale * weights + residual`` (to rounding).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.weightings import cagrad_solution
+      >>> jac = jnp.array([[1.0, -4.0], [-1.0, 1.0]])
+      >>> sol = cagrad_solution(jac @ jac.T, jnp.array([0.2, 0.8]), 0.5)
+      >>> [round(float(x), 6) for x in sol.anchor_scale * jnp.array([-0.6, 0.0]) + sol.residual @ jac]
+      [-0.882999, -0.099557]
+    """
     gram = _check_gram(gram)
     k = gram.shape[0]
     weights = validate_weights(weights, k)
@@ -242,38 +321,87 @@ def cagrad_coefficients(
     scale_mode = rescale_mode(rescale, clip)
 
     gram_n, trace = simplex.normalize_gram(gram)
-    anchor_norm2, anchor_vanished = _combination_is_zero(gram_n, weights)
-    # Near a stationary point of the weighted loss ||g_0|| falls below what a float32 Gram can
-    # resolve (1000-fold cancellation); the radius c ||g_0|| would be rounding noise, so the step
-    # is the anchor itself there (s = 0, d = g_0), as in the limit the theory describes.
-    s = jnp.where(anchor_vanished, 0.0, c * jnp.sqrt(anchor_norm2))
-    faces = simplex.face_systems(gram_n)
-    p_star, dual_value = simplex.cagrad_dual(gram_n, weights, s, faces)
+    safe_trace = jnp.where(trace > 0, trace, 1.0)
+    upper = jnp.sum(weights * jnp.sqrt(jnp.maximum(jnp.diagonal(gram_n), 0.0))) ** 2
+    if anchor is None:
+        inner = gram_n @ weights
+        norm2, anchor_vanished = _combination_is_zero(gram_n, weights)
+        # Below the Gram matrix's resolution the true ||g_0||^2 is only known to be at most about
+        # tol * upper: the certificate uses that bound, so a d = g_0 step never reads as optimal.
+        norm2_cert = jnp.where(
+            anchor_vanished, jnp.maximum(norm2, _CANCELLATION_TOL * upper), norm2
+        )
+    else:
+        inner = jnp.asarray(anchor.inner, jnp.float32).reshape((k,)) / safe_trace
+        norm2 = jnp.maximum(jnp.asarray(anchor.norm2, jnp.float32).reshape(()) / safe_trace, 0.0)
+        anchor_vanished = ~(norm2 > _ANCHOR_FLOOR * upper)
+        norm2_cert = norm2
+    s = jnp.where(anchor_vanished, 0.0, c * jnp.sqrt(norm2))
+    s_cert = c * jnp.sqrt(norm2_cert)
+    sol = simplex.cagrad_dual_solution(gram_n, weights, s, inner, norm2)
+    p_star, x_star = sol.p, sol.offset
     active = s > 0
 
-    def corrected(p: jax.Array) -> tuple[jax.Array, jax.Array]:
-        norm2, is_zero = _combination_is_zero(gram_n, p)
-        inv_norm = jax.lax.rsqrt(jnp.where(is_zero, 1.0, norm2))
-        return weights + s * inv_norm * p, is_zero
+    def corrected(r: jax.Array, radius: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(sigma, degenerate) for d = g_0 + radius (g_0 - G_r)/||g_0 - G_r||."""
+        value, rounding = simplex.combination_norm2(gram_n, weights, inner, norm2, -r)
+        is_zero = ~(value > _CANCELLATION_TOL * rounding)
+        return radius * jax.lax.rsqrt(jnp.where(is_zero, 1.0, value)), is_zero
 
-    a_unclipped, degenerate = corrected(p_star)
+    zeros = jnp.zeros_like(weights)
+    r_star = -x_star  # w - p*
+    # The certificate's direction is the unclipped one for the radius actually used (g_0 when
+    # s = 0), its dual value uses the true radius s_cert >= s: the gap then bounds how far that
+    # direction is from the optimum and cannot vanish when the shortcut s = 0 was taken.
+    sigma_star, degenerate = corrected(r_star, s)
+    mu = None
     if clip:
-        p_tilde = jnp.minimum(p_star, weights)
-        a_clipped, clipped_zero = corrected(p_tilde)
-        coefficients = jnp.where(active & ~clipped_zero, a_clipped, weights)
-        a_certificate = jnp.where(degenerate, weights, a_unclipped)
+        r_clip = jnp.clip(r_star, 0.0, weights)  # w - min(p*, w), with p* >= 0
+        p_tilde = weights - r_clip
+        sigma, clipped_zero = corrected(r_clip, s)
+        use = active & ~clipped_zero
+        anchor_scale = jnp.where(use, 1.0 + sigma, 1.0)
+        residual = jnp.where(use, -sigma * r_clip, zeros)
+        coefficients = jnp.where(use, weights + sigma * p_tilde, weights)
     else:
         p_tilde = p_star
-        mu = simplex.dual_cone_projection(gram_n, weights, faces)
-        a_certificate = jnp.where(degenerate, weights + mu, a_unclipped)
-        coefficients = jnp.where(active, a_certificate, weights)
-        if scale_mode == 1:
-            coefficients = coefficients / (1.0 + c**2)
-        elif scale_mode == 2:
-            coefficients = coefficients / (1.0 + c)
-    a_certificate = jnp.where(active, a_certificate, weights)
-    primal = jnp.min(gram_n @ a_certificate)
+        mu = simplex.dual_cone_projection(gram_n, weights, inner=inner)
+        sigma, _ = corrected(r_star, s)
+        anchor_scale = jnp.where(active & ~degenerate, 1.0 + sigma, 1.0)
+        residual = jnp.where(active, jnp.where(degenerate, mu, -sigma * r_star), zeros)
+        coefficients = jnp.where(
+            active, jnp.where(degenerate, weights + mu, weights + sigma * p_star), weights
+        )
+        if scale_mode:
+            divisor = 1.0 + c**2 if scale_mode == 1 else 1.0 + c
+            anchor_scale, residual = anchor_scale / divisor, residual / divisor
+            coefficients = coefficients / divisor
+    anchor_scale, residual = _better_form(gram_n, norm2, anchor_scale, residual, coefficients)
+
+    # Certificate: the unclipped direction d* = t* g_0 + beta* and its worst-objective
+    # improvement min_k <g_k, d*>, against the dual value at p* with the true radius.
+    # With G_{p*} = 0 the unclipped direction is the dual-cone projection (clipped: g_0).
+    cert_scale = jnp.where(degenerate, 1.0, 1.0 + sigma_star)
+    cert_residual = jnp.where(degenerate, zeros if mu is None else mu, -sigma_star * r_star)
+    cert_plain = jnp.where(
+        degenerate, weights + (zeros if mu is None else mu), weights + sigma_star * p_star
+    )
+    cert_scale, cert_residual = _better_form(gram_n, norm2, cert_scale, cert_residual, cert_plain)
+    primal = jnp.min(cert_scale * inner + gram_n @ cert_residual)
+    dual_value = simplex.anchored_value(gram_n, weights, inner, norm2, s_cert, x_star)
     gap = jnp.maximum(dual_value - primal, 0.0) * trace
+
+    # cos(d, g_0) from the anchored form: <d, g_0> = t n0 + beta.b, ||d||^2 likewise.
+    d_dot_g0 = anchor_scale * norm2 + residual @ inner
+    d_norm2 = jnp.maximum(
+        anchor_scale**2 * norm2
+        + 2.0 * anchor_scale * (residual @ inner)
+        + residual @ gram_n @ residual,
+        0.0,
+    )
+    den2 = d_norm2 * norm2
+    cos = jnp.where(den2 > 0, d_dot_g0 * jax.lax.rsqrt(jnp.where(den2 > 0, den2, 1.0)), 1.0)
+    cos = jnp.where(active, jnp.clip(cos, -1.0, 1.0), 1.0)
     diagnostics = AggregationDiagnostics(
         coefficients=coefficients,
         dual=p_star,
@@ -281,10 +409,14 @@ def cagrad_coefficients(
         gram=gram,
         duality_gap=gap,
         num_conflicts=_num_conflicts(gram),
-        cos_update_anchor=jnp.where(active, _cosine(gram_n, coefficients, weights), 1.0),
+        cos_update_anchor=cos,
         finite=jnp.ones((), bool),
     )
-    return _finite_or_nan(coefficients, diagnostics)
+    coefficients, diagnostics = _finite_or_nan(coefficients, diagnostics)
+    finite = diagnostics.finite
+    anchor_scale = jnp.where(finite, anchor_scale, jnp.nan)
+    residual = jnp.where(finite, residual, jnp.nan)
+    return _CagradSolution(coefficients, diagnostics, anchor_scale, residual)
 
 
 def rescale_mode(rescale: Rescale, clip: bool) -> int:
