@@ -355,11 +355,6 @@ def check_run(
         value = getattr(config, name)
         if value and is_gguf(value) and not pathlib.Path(value).is_file():
             raise ValueError(f"{name}: GGUF file not found: {value}")
-        if value and _looks_local(value) and not pathlib.Path(value).expanduser().exists():
-            raise ValueError(
-                f"{name}: no such file or directory: {value} (a hub model is named "
-                "ORGANISATION/NAME, e.g. Qwen/Qwen3-0.6B)"
-            )
     ways = int(mesh_shape[0]) * int(mesh_shape[1])
     if config.batch_size % ways:
         raise ValueError(
@@ -371,6 +366,13 @@ def check_run(
             f"batch_size {config.batch_size} must be divisible by the {jax.process_count()} "
             "processes."
         )
+    for name in ("model", "tokenizer"):
+        value = getattr(config, name)
+        if value and _looks_local(value) and not pathlib.Path(value).expanduser().exists():
+            raise ValueError(
+                f"{name}: no such file or directory: {value} (a hub model is named "
+                "ORGANISATION/NAME, e.g. Qwen/Qwen3-0.6B)"
+            )
     out = pathlib.Path(config.output_dir)
     if has_checkpoints(out) and not config.resume:
         raise ValueError(
