@@ -397,7 +397,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
             default=None,
             choices=choices,
             metavar=field.name.upper() if choices is None else None,
-            help=f"{help_text} (default: {_shown_default(field)})",
+            help=help_text
+            if "(default:" in help_text
+            else f"{help_text} (default: {_shown_default(field)})",
         )
     return parser
 
