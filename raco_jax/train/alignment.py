@@ -675,7 +675,6 @@ class _Run:
             rank=config.lora_rank,
             alpha=config.lora_alpha,
             target_modules=config.lora_targets,
-            layers=config.lora_layers or None,
         )
 
     def trainable(self) -> Any:
