@@ -31,6 +31,9 @@ Usage:
     raco-jax evaluate --runs benchmarks/out/hh_rlhf/runs/* \\
         --data-dir benchmarks/out/hh_rlhf/data/val --output-dir /tmp/re-eval
 
+The data split, the run configs, the resumable loop and the per-step diagnostics are shared
+with ``benchmarks/conflict.py`` (``benchmarks/preference_sweep.py``).
+
 The default sweep fits 90 minutes on 2 CPU cores (see RESULTS.md for the measured time);
 on a GPU raise ``--steps``, ``--batch-size`` and the pair counts.
 """
@@ -38,8 +41,6 @@ on a GPU raise ``--steps``, ``--batch-size`` and the pair counts.
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
 import json
 import pathlib
 import statistics
@@ -49,131 +50,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from preference_sweep import (
+    HH_SUBSETS,
+    align_config,
+    floats,
+    hh_subset_files,
+    metric_rows,
+    run_diagnostics,
+    split_hh_subsets,
+    step_times,
+    train_runs,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hh-rlhf"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "hh_rlhf"
-SUBSETS = {"helpful": "helpful-base", "harmless": "harmless-base"}
+SUBSETS = HH_SUBSETS
+# the HH-RLHF split lives in preference_sweep (conflict.py splits the same files); its names here
+subset_files = hh_subset_files
+split_subsets = split_hh_subsets
 OBJECTIVES = ("helpful", "harmless")
 METHODS = ("raco", "dpo-lw", "cagrad")
-
-
-def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def _write_rows(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps({"chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
-    tmp.replace(path)
-
-
-def subset_files(data_dir: str | pathlib.Path) -> dict[str, dict[str, list[pathlib.Path]]]:
-    """The files of each subset: ``{objective: {"all" | "train" | "test": [paths]}}``.
-
-    Two layouts: ``<subset>.jsonl[.gz]`` files (../shared/data/hh-rlhf: one pool per subset,
-    split by :func:`split_subsets`), or the hub's ``<subset>/train.jsonl.gz`` and
-    ``<subset>/test.jsonl.gz`` (train from ``train``, validation from ``test``).
-
-    Raises:
-        FileNotFoundError: naming what is missing.
-
-    Example:
-        >>> import gzip, json, pathlib, tempfile, sys
-        >>> sys.path.insert(0, "benchmarks")
-        >>> from hh_rlhf import subset_files
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> for name in ("helpful-base/train", "helpful-base/test", "harmless-base/train",
-        ...              "harmless-base/test"):
-        ...     (d / name).parent.mkdir(exist_ok=True)
-        ...     with gzip.open(d / f"{name}.jsonl.gz", "wt") as f:
-        ...         _ = f.write(json.dumps({"chosen": "a", "rejected": "b"}) + "\\n")
-        >>> sorted(subset_files(d)["helpful"])
-        ['test', 'train']
-    """
-    root = pathlib.Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"HH-RLHF data directory {root} does not exist: pass --data-dir (the files "
-            "helpful-base.jsonl.gz and harmless-base.jsonl.gz, or the hub's helpful-base/ and "
-            "harmless-base/ folders)."
-        )
-    found: dict[str, dict[str, list[pathlib.Path]]] = {}
-    for objective, subset in SUBSETS.items():
-        folder = root / subset
-        if folder.is_dir():
-            parts = {split: sorted(folder.glob(f"{split}*.jsonl*")) for split in ("train", "test")}
-            if not parts["train"] or not parts["test"]:
-                raise FileNotFoundError(f"{folder} needs train.jsonl.gz and test.jsonl.gz.")
-            found[objective] = parts
-            continue
-        files = sorted(root.glob(f"{subset}*.jsonl*"))
-        if not files:
-            raise FileNotFoundError(
-                f"no {subset} data in {root}: expected {subset}.jsonl.gz or {subset}/train.jsonl.gz."
-            )
-        found[objective] = {"all": files}
-    return found
-
-
-def split_subsets(
-    data_dir: str | pathlib.Path,
-    out_dir: str | pathlib.Path,
-    train_pairs: int,
-    val_pairs: int,
-    seed: int = 0,
-) -> dict[str, dict[str, int]]:
-    """Writes ``<out_dir>/{train,val}/<subset>.jsonl.gz``: a fixed-seed split per subset.
-
-    From one pool per subset, a seeded permutation gives ``val_pairs`` validation rows first,
-    then ``train_pairs`` training rows (disjoint; fewer if the pool is smaller). From the hub
-    layout, training rows are drawn from ``train`` and validation rows from ``test``. Rows keep
-    their HH-RLHF form (``chosen``, ``rejected`` transcripts). Rows whose transcripts are
-    identical are dropped first.
-
-    Returns:
-        ``{"train": {objective: n}, "val": {objective: n}}``.
-
-    Example:
-        >>> import gzip, json, pathlib, tempfile, sys
-        >>> sys.path.insert(0, "benchmarks")
-        >>> from hh_rlhf import split_subsets
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> for subset in ("helpful-base", "harmless-base"):
-        ...     with gzip.open(d / f"{subset}.jsonl.gz", "wt") as f:
-        ...         for i in range(10):
-        ...             _ = f.write(json.dumps({"chosen": f"{i}a", "rejected": f"{i}b"}) + "\\n")
-        >>> split_subsets(d, d / "split", train_pairs=6, val_pairs=3, seed=0)
-        {'train': {'helpful': 6, 'harmless': 6}, 'val': {'helpful': 3, 'harmless': 3}}
-    """
-    out = pathlib.Path(out_dir)
-    counts: dict[str, dict[str, int]] = {"train": {}, "val": {}}
-    for k, (objective, parts) in enumerate(subset_files(data_dir).items()):
-        rng = np.random.default_rng([seed, k])
-
-        def pool(files: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
-            rows = [row for path in files for row in _read_rows(path)]
-            return [row for row in rows if row.get("chosen") != row.get("rejected")]
-
-        if "all" in parts:
-            rows = pool(parts["all"])
-            order = rng.permutation(len(rows))
-            val = [rows[i] for i in order[:val_pairs]]
-            train = [rows[i] for i in order[val_pairs : val_pairs + train_pairs]]
-        else:
-            train_rows, test_rows = pool(parts["train"]), pool(parts["test"])
-            train = [train_rows[i] for i in rng.permutation(len(train_rows))[:train_pairs]]
-            val = [test_rows[i] for i in rng.permutation(len(test_rows))[:val_pairs]]
-        _write_rows(out / "train" / f"{SUBSETS[objective]}.jsonl.gz", train)
-        _write_rows(out / "val" / f"{SUBSETS[objective]}.jsonl.gz", val)
-        counts["train"][objective] = len(train)
-        counts["val"][objective] = len(val)
-    return counts
 
 
 def run_name(method: str, w_helpful: float) -> str:
@@ -190,92 +87,24 @@ def run_name(method: str, w_helpful: float) -> str:
 
 def run_configs(args: argparse.Namespace, train_dir: pathlib.Path) -> list[Any]:
     """One ``AlignConfig`` per (weight, method), weights outermost, sharing everything else."""
-    from raco_jax.train.config import AlignConfig
-
     dataset = ",".join(
         str(train_dir / f"{SUBSETS[objective]}.jsonl.gz") for objective in OBJECTIVES
     )
     out = pathlib.Path(args.output_dir)
-    configs = []
-    for w in args.weights:
-        for method in args.methods:
-            configs.append(
-                AlignConfig(
-                    model=str(args.model),
-                    dataset=dataset,
-                    schema="hh-rlhf",
-                    objectives=OBJECTIVES,
-                    weights=(w, 1.0 - w),
-                    method=method,
-                    c=args.c,
-                    beta=args.beta,
-                    learning_rate=args.learning_rate,
-                    schedule="cosine",
-                    warmup_ratio=0.1,
-                    max_grad_norm=1.0,
-                    batch_size=args.batch_size,
-                    max_steps=args.steps,
-                    max_length=args.max_length,
-                    max_prompt_length=args.max_prompt_length,
-                    lora_rank=args.lora_rank,
-                    lora_alpha=2.0 * args.lora_rank if args.lora_rank else 16.0,
-                    export_lora="adapter" if args.lora_rank else "merged",
-                    dtype=args.dtype,
-                    param_dtype="float32",
-                    seed=args.seed,
-                    log_every=1,
-                    save_every=max(1, args.steps // 3),
-                    output_dir=str(out / "runs" / run_name(method, w)),
-                    cache_dir=str(out / "cache"),
-                    mesh=(1, 1, 1),
-                )
-            )
-    return configs
-
-
-def step_times(run_dir: str | pathlib.Path) -> list[float]:
-    """Seconds between consecutive logged steps of a run (the first step, which compiles, is
-    left out), from its ``metrics.jsonl``.
-
-    Example:
-        >>> import json, pathlib, tempfile, sys
-        >>> sys.path.insert(0, "benchmarks")
-        >>> from hh_rlhf import step_times
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> lines = [{"step": s, "elapsed": e} for s, e in [(1, 30.0), (2, 32.0), (3, 35.0)]]
-        >>> _ = (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\\n" for x in lines))
-        >>> step_times(d)
-        [2.0, 3.0]
-    """
-    rows = _metric_rows(run_dir)
-    rows = [r for r in rows if "elapsed" in r and "step" in r]
     return [
-        (b["elapsed"] - a["elapsed"]) / (b["step"] - a["step"])
-        for a, b in itertools.pairwise(rows)
-        if b["step"] > a["step"]
+        align_config(
+            args,
+            dataset=dataset,
+            schema="hh-rlhf",
+            objectives=OBJECTIVES,
+            weights=(w, 1.0 - w),
+            method=method,
+            output_dir=str(out / "runs" / run_name(method, w)),
+            cache_dir=str(out / "cache"),
+        )
+        for w in args.weights
+        for method in args.methods
     ]
-
-
-def _metric_rows(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
-    path = pathlib.Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if not any(key.startswith("eval_") for key in r)]
-
-
-def _clip_changes_direction(row: dict[str, Any], weights: np.ndarray) -> bool | None:
-    """Whether RACO's clip p~ = min(p*, w) turns the correction away from the unclipped one
-    at this step: some p*_k > w_k, and p* is not a vertex e_k with w_k > 0 (where min(p*, w)
-    is a multiple of p*). None for a row without p*."""
-    keys = [f"aggregation/dual/{name}" for name in OBJECTIVES]
-    if not all(key in row for key in keys):
-        return None
-    p = np.asarray([row[key] for key in keys], float)
-    if not np.any(p > weights + 1e-9):
-        return False
-    vertex = np.isclose(p, 1.0, atol=1e-6)
-    return not (vertex.any() and weights[vertex.argmax()] > 0)
 
 
 def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
@@ -301,43 +130,17 @@ def gradient_conflict(run_dir: str | pathlib.Path) -> dict[str, float]:
         >>> stats["cos_median"], round(stats["frac_conflicting"], 3), stats["steps"]
         (0.1, 0.333, 3.0)
     """
-    key = f"aggregation/cos/{OBJECTIVES[0]}/{OBJECTIVES[1]}"
-    rows = [r for r in _metric_rows(run_dir) if key in r]
-    cosines = [float(r[key]) for r in rows]
-    if not cosines:
+    stats = run_diagnostics(run_dir, OBJECTIVES)
+    if not stats["steps"]:
         return {"steps": 0.0}
-    clipped = [
-        float(r["aggregation/num_clipped"]) > 0 for r in rows if "aggregation/num_clipped" in r
-    ]
     first, second = OBJECTIVES
-    shares = [
-        r[f"aggregation/coefficients/{first}"]
-        / (r[f"aggregation/coefficients/{first}"] + r[f"aggregation/coefficients/{second}"])
-        for r in rows
-        if f"aggregation/coefficients/{first}" in r
-    ]
-    ratios = [
-        r[f"grad_norm/{second}"] / r[f"grad_norm/{first}"]
-        for r in rows
-        if r.get(f"grad_norm/{first}", 0) > 0 and f"grad_norm/{second}" in r
-    ]
-    config_path = pathlib.Path(run_dir) / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    changed = []
-    if config.get("method") in ("raco", "cagrad"):  # the methods that solve for p*
-        weights = np.asarray(config["weights"], float)
-        changed = [_clip_changes_direction(r, weights) for r in rows]
-        changed = [c for c in changed if c is not None]
     return {
-        "clip_changed_steps": float(sum(changed)) if changed else float("nan"),
-        "share_first_mean": float(np.mean(shares)) if shares else float("nan"),
-        "norm_ratio_median": float(np.median(ratios)) if ratios else float("nan"),
-        "cos_mean": float(np.mean(cosines)),
-        "cos_median": float(np.median(cosines)),
-        "cos_min": float(np.min(cosines)),
-        "frac_conflicting": float(np.mean(np.asarray(cosines) < 0)),
-        "frac_clipped": float(np.mean(clipped)) if clipped else float("nan"),
-        "steps": float(len(cosines)),
+        "clip_changed_steps": stats["clip_changed_steps"],
+        "share_first_mean": stats["share"].get(first, float("nan")),
+        "norm_ratio_median": stats["norm_ratio_median"][second],
+        **stats["pairs"][f"{first}/{second}"],
+        "frac_clipped": stats["frac_clipped"],
+        "steps": float(stats["steps"]),
     }
 
 
@@ -365,7 +168,7 @@ def measure_conflict(
 
     if not run_is_finished(config.output_dir):
         align(config.replace(resume=True), mesh=mesh, tokenizer=tokenizer, progress=True)
-    metrics = next(r for r in _metric_rows(config.output_dir) if r.get("step") == 1)
+    metrics = next(r for r in metric_rows(config.output_dir) if r.get("step") == 1)
     first, second = OBJECTIVES
     keys = {
         "cos": f"aggregation/cos/{first}/{second}",
@@ -530,10 +333,6 @@ def write_report(
     return path
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The benchmark's flags (defaults: the 90-minute CPU sweep).
 
@@ -554,7 +353,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
     parser.add_argument(
-        "--weights", type=_floats, default=[0.2, 0.5, 0.8], help="w_helpful grid (0.2,0.5,0.8)"
+        "--weights", type=floats, default=[0.2, 0.5, 0.8], help="w_helpful grid (0.2,0.5,0.8)"
     )
     parser.add_argument("--train-pairs", type=int, default=80, help="per objective (80)")
     parser.add_argument("--val-pairs", type=int, default=48, help="per objective (48)")
@@ -609,7 +408,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from raco_jax.evaluate.preferences import evaluate_preference_runs
     from raco_jax.models import load_tokenizer
-    from raco_jax.train import align, run_is_finished
     from raco_jax.train.mesh import run_mesh
 
     out = pathlib.Path(args.output_dir)
@@ -622,13 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer = load_tokenizer(args.model)
     mesh = run_mesh((1, 1, 1), devices=jax.local_devices()[:1])  # a one-device benchmark
     configs = run_configs(args, out / "data" / "train")
-    for i, config in enumerate(configs, 1):
-        name = pathlib.Path(config.output_dir).name
-        if run_is_finished(config.output_dir):
-            print(f"[{i}/{len(configs)}] {name}: finished earlier, skipped", flush=True)
-            continue
-        print(f"[{i}/{len(configs)}] {name}", flush=True)
-        align(config.replace(resume=True), mesh=mesh, tokenizer=tokenizer, progress=True)
+    train_runs(configs, mesh=mesh, tokenizer=tokenizer, log=lambda m: print(m, flush=True))
 
     def evaluate(split: str, directory: str, what: str) -> Any:
         return evaluate_preference_runs(

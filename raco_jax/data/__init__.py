@@ -1,8 +1,8 @@
 """Multi-objective preference data: the pair model, dataset schemas, tokenisation and batching.
 
 * :mod:`raco_jax.data.pairs`: :class:`PreferencePair` (prompt, response a, response b, one sign
-  in {+1, -1, 0} per labeled objective), :func:`objective_signs`, :func:`sample_pairs` and
-  :func:`conflict_rates`.
+  in {+1, -1, 0} per labeled objective), :func:`objective_signs`, :func:`sample_pairs`, :func:`conflict_rates` and
+  :func:`conflicting_pairs`.
 * :mod:`raco_jax.data.schemas`: the schema registry (:func:`register_schema`) and the parsers
   adapters share; :mod:`raco_jax.data.adapters`: the built-in schemas ``pku-saferlhf``,
   ``reddit-summary``, ``hh-rlhf``, ``summarize-from-feedback``, ``ultrafeedback``,
@@ -38,6 +38,7 @@ from raco_jax.data.pairs import (
     PreferencePair,
     Text,
     conflict_rates,
+    conflicting_pairs,
     objective_signs,
     sample_pairs,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "bucket_length",
     "byte_tokenizer",
     "conflict_rates",
+    "conflicting_pairs",
     "derived_objectives",
     "derived_sign",
     "get_schema",

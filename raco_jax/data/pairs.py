@@ -37,6 +37,7 @@ __all__ = [
     "PreferencePair",
     "Text",
     "conflict_rates",
+    "conflicting_pairs",
     "is_conversation",
     "objective_signs",
     "sample_pairs",
@@ -354,4 +355,38 @@ def conflict_rates(
                 "conflicts": int(conflicts.sum()),
                 "rate": float(conflicts.sum() / n) if n else float("nan"),
             }
+    return out
+
+
+def conflicting_pairs(signs: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """Which pairs each objective disagrees on with another objective.
+
+    ``out[k, i]`` is True when pair ``i`` is labeled and untied for objective ``k`` and for some
+    other objective ``j`` whose sign differs (the pairs where pleasing ``k`` means displeasing
+    ``j``); the accuracy of objective ``k`` on them is the one a method must trade off.
+
+    Args:
+        signs: ``[K, N]`` in {+1, -1, 0}; labeled: ``[K, N]`` in {0, 1}.
+
+    Returns:
+        bool ``[K, N]``.
+
+    Example:
+        >>> import numpy as np
+        >>> from raco_jax.data import conflicting_pairs
+        >>> signs = np.array([[1, 1, -1, 1], [-1, 1, 1, 0]])
+        >>> conflicting_pairs(signs, np.ones((2, 4))).astype(int).tolist()
+        [[1, 0, 1, 0], [1, 0, 1, 0]]
+    """
+    signs = np.asarray(signs)
+    decisive = (np.asarray(labeled) > 0) & (signs != 0)
+    if signs.shape != decisive.shape or signs.ndim != 2:
+        raise ValueError(
+            f"signs and labeled must both be [K, N], got {signs.shape} and {decisive.shape}."
+        )
+    out = np.zeros(signs.shape, bool)
+    for k in range(signs.shape[0]):
+        for j in range(signs.shape[0]):
+            if j != k:
+                out[k] |= decisive[k] & decisive[j] & (signs[k] != signs[j])
     return out

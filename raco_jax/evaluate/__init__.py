@@ -9,7 +9,8 @@ by hypervolume with a stated reference point and normalisation, and by win rate
 (:mod:`raco_jax.evaluate.judged_runs`, with :mod:`raco_jax.evaluate.responses` for prompts and
 generation). Without generation, :func:`evaluate_preference_runs` scores saved runs on held-out
 preference pairs (implicit-reward accuracy, margin and DPO loss per objective,
-:mod:`raco_jax.evaluate.preferences`).
+:mod:`raco_jax.evaluate.preferences`); :mod:`raco_jax.evaluate.statistics` puts error bars on
+sweeps over seeds and pairs (paired differences, bootstrap intervals of the hypervolume).
 
 The package sits above :mod:`raco_jax.train` (it loads saved runs); matplotlib, torch and
 transformers are imported by the functions that need them.
@@ -56,6 +57,8 @@ from raco_jax.evaluate.preferences import (
     PreferenceEvaluation,
     evaluate_preference_runs,
     pair_metrics,
+    pair_outcomes,
+    pair_rewards,
 )
 from raco_jax.evaluate.report import (
     FrontReport,
@@ -64,12 +67,24 @@ from raco_jax.evaluate.report import (
     plot_fronts,
     write_front_report,
 )
-from raco_jax.evaluate.responses import generate_responses, held_out_prompts, prompt_text
+from raco_jax.evaluate.responses import (
+    GeneratedResponses,
+    generate_responses,
+    greedy_responses,
+    held_out_prompts,
+    prompt_text,
+)
+from raco_jax.evaluate.statistics import (
+    bootstrap_hypervolume,
+    paired_difference,
+    seed_summary,
+)
 
 __all__ = [
     "BaseJudge",
     "CombinedJudge",
     "FrontReport",
+    "GeneratedResponses",
     "HypervolumeResult",
     "ImplicitRewardJudge",
     "Judge",
@@ -78,11 +93,13 @@ __all__ = [
     "LexiconJudge",
     "PreferenceEvaluation",
     "RewardModelJudge",
+    "bootstrap_hypervolume",
     "dominates",
     "evaluate_preference_runs",
     "evaluate_runs",
     "front_table",
     "generate_responses",
+    "greedy_responses",
     "held_out_prompts",
     "hypervolume",
     "judge_objectives",
@@ -90,10 +107,14 @@ __all__ = [
     "method_hypervolumes",
     "orientation",
     "pair_metrics",
+    "pair_outcomes",
+    "pair_rewards",
+    "paired_difference",
     "pareto_front",
     "parse_judge_spec",
     "plot_fronts",
     "prompt_text",
+    "seed_summary",
     "summarize_scores",
     "win_rate",
     "write_front_report",

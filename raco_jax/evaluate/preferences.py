@@ -14,13 +14,23 @@ over the pairs labeled for ``k``, with the implicit reward
   point of the hypervolume);
 * ``margin/<k>``: the mean of :math:`m_i`;
 * ``loss/<k>``: the DPO loss of the run's ``loss_type`` (:func:`raco_jax.preference.dpo_losses`);
-* ``accuracy_stderr/<k>`` and ``pairs/<k>``.
+* ``accuracy_stderr/<k>`` and ``pairs/<k>``; with several objectives also the accuracy on
+  the pairs where objective k disagrees with another (``accuracy_conflicting/<k>``).
+
+The per-pair implicit-reward margins of every run come back too
+(:attr:`PreferenceEvaluation.rewards`, with :func:`pair_outcomes`), for paired comparisons
+between runs. When every run holds LoRA adapters on some top layers only (PEFT's
+``layers_to_transform``, as ``lora_layers`` saves them), the layers below the lowest adapted
+one are the base model's in every run: their output is computed once
+(:func:`raco_jax.train.pair_logps.pair_layer_inputs`) and every run's forward pass starts
+there (the same computation, without the lower layers' cost).
 
 The reference and policy log-probs are cached under ``<output_dir>/cache`` keyed by content
 fingerprints (:mod:`raco_jax.train.pair_logps`), so re-evaluating is free and the base model
-runs once for all runs sharing it. The report (``<output_dir>/preferences.{json,csv,md}`` and
-the accuracy front ``front.{png,md,csv,json}`` with hypervolume per method against the base
-model's accuracies) is written by :func:`raco_jax.evaluate.write_front_report`.
+runs once for all runs sharing it. The report: ``<output_dir>/preferences.{json,csv,md}``, the
+per-pair margins ``pair_rewards.npz`` (``signs``, ``labeled``, ``run_dirs``, ``rewards`` ``[runs,
+N]``) and the accuracy front ``front.{png,md,csv,json}`` with hypervolume per method against the
+base model's accuracies (:func:`raco_jax.evaluate.write_front_report`).
 """
 
 from __future__ import annotations
@@ -35,21 +45,73 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from raco_jax.data import load_preferences, sample_pairs, tokenize_pairs
+from raco_jax.data import conflicting_pairs, load_preferences, sample_pairs, tokenize_pairs
 from raco_jax.evaluate.report import write_front_report
 from raco_jax.models import from_pretrained, load_tokenizer
 from raco_jax.models.lora import ADAPTER_CONFIG_FILE
 from raco_jax.preference import dpo_losses
 from raco_jax.train import load_run_model, read_run_config
 from raco_jax.train.pair_logps import (
+    cached_layer_inputs,
     cached_pair_logps,
+    pair_layer_inputs,
     pair_logps,
     tokens_fingerprint,
     weights_fingerprint,
 )
 from raco_jax.train.runs import FINAL_DIR
 
-__all__ = ["PreferenceEvaluation", "evaluate_preference_runs", "pair_metrics"]
+__all__ = [
+    "PreferenceEvaluation",
+    "evaluate_preference_runs",
+    "pair_metrics",
+    "pair_outcomes",
+    "pair_rewards",
+]
+
+
+def pair_rewards(
+    policy: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray], beta: float
+) -> np.ndarray:
+    """The implicit-reward margin of every pair, ``r(a) - r(b)`` with ``r = beta * log(pi /
+    pi_ref)`` of the summed completion log-probs: float64 ``[N]``.
+
+    Example:
+        >>> import numpy as np
+        >>> from raco_jax.evaluate.preferences import pair_rewards
+        >>> pair_rewards((np.array([-1.0]), np.array([-3.0])), (np.zeros(1), np.zeros(1)), 0.5)
+        array([1.])
+    """
+    policy_a, policy_b = (np.asarray(x, np.float64) for x in policy)
+    ref_a, ref_b = (np.asarray(x, np.float64) for x in reference)
+    return beta * ((policy_a - ref_a) - (policy_b - ref_b))
+
+
+def pair_outcomes(rewards: np.ndarray, signs: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """Per objective and pair: 1 if the implicit reward ranks the pair as labeled, 0 if the other
+    way, 1/2 on a reward tie, NaN where the pair is unlabeled or tied for the objective.
+
+    The mean over the non-NaN entries of row ``k`` is objective ``k``'s accuracy (as
+    :func:`pair_metrics` reports it); keeping the pairs apart lets runs be compared pair by pair.
+
+    Example:
+        >>> import numpy as np
+        >>> from raco_jax.evaluate.preferences import pair_outcomes
+        >>> pair_outcomes(np.array([1.0, 0.0, -2.0]), np.array([[1, 1, 1], [1, 0, -1]]),
+        ...               np.ones((2, 3))).tolist()
+        [[1.0, 0.5, 0.0], [1.0, nan, 1.0]]
+    """
+    signs = np.asarray(signs, np.float64)
+    margins = signs * np.asarray(rewards, np.float64)[None, :]
+    outcomes = np.where(margins > 0, 1.0, np.where(margins < 0, 0.0, 0.5))
+    decisive = (np.asarray(labeled) > 0) & (signs != 0)
+    return np.where(decisive, outcomes, np.nan)
+
+
+def _accuracy(margins: np.ndarray) -> tuple[float, float]:
+    """Accuracy (ties 1/2) and its binomial standard error from signed margins."""
+    accuracy = float(np.mean(margins > 0) + 0.5 * np.mean(margins == 0))
+    return accuracy, float(np.sqrt(accuracy * (1 - accuracy) / margins.size))
 
 
 def pair_metrics(
@@ -74,7 +136,10 @@ def pair_metrics(
 
     Returns:
       ``{"accuracy/<k>", "accuracy_stderr/<k>", "margin/<k>", "loss/<k>", "pairs/<k>"}``;
-      an objective without labeled, untied pairs gets NaN metrics and ``pairs`` 0.
+      an objective without labeled, untied pairs gets NaN metrics and ``pairs`` 0. With K >= 2
+      also ``accuracy_conflicting/<k>``, ``accuracy_conflicting_stderr/<k>`` and
+      ``pairs_conflicting/<k>``: the same accuracy on the pairs where objective k disagrees
+      with another objective (:func:`~raco_jax.data.conflicting_pairs`), NaN without any.
 
     Example:
       >>> import numpy as np
@@ -92,7 +157,8 @@ def pair_metrics(
     ref_a, ref_b = (np.asarray(x, np.float64) for x in reference)
     signs = np.asarray(signs, np.float64)
     labeled = np.asarray(labeled, np.float64)
-    rewards = beta * ((policy_a - ref_a) - (policy_b - ref_b))  # r(a) - r(b), [N]
+    rewards = pair_rewards(policy, reference, beta)  # r(a) - r(b), [N]
+    conflicts = conflicting_pairs(signs, labeled) if len(objectives) > 1 else None
     ratios = np.concatenate([policy_a - ref_a, policy_b - ref_b]).astype(np.float32)
     losses = np.asarray(
         dpo_losses(
@@ -109,14 +175,22 @@ def pair_metrics(
         mask = (labeled[k] > 0) & (signs[k] != 0)
         n = int(mask.sum())
         metrics[f"pairs/{name}"] = float(n)
+        if conflicts is not None:
+            subset = conflicts[k]
+            metrics[f"pairs_conflicting/{name}"] = float(subset.sum())
+            accuracy, stderr = (
+                _accuracy(signs[k][subset] * rewards[subset]) if subset.any() else (np.nan, np.nan)
+            )
+            metrics[f"accuracy_conflicting/{name}"] = float(accuracy)
+            metrics[f"accuracy_conflicting_stderr/{name}"] = float(stderr)
         if n == 0:
             for key in ("accuracy", "accuracy_stderr", "margin", "loss"):
                 metrics[f"{key}/{name}"] = float("nan")
             continue
         margins = signs[k][mask] * rewards[mask]
-        accuracy = float(np.mean(margins > 0) + 0.5 * np.mean(margins == 0))
+        accuracy, stderr = _accuracy(margins)
         metrics[f"accuracy/{name}"] = accuracy
-        metrics[f"accuracy_stderr/{name}"] = float(np.sqrt(accuracy * (1 - accuracy) / n))
+        metrics[f"accuracy_stderr/{name}"] = stderr
         metrics[f"margin/{name}"] = float(np.mean(margins))
         metrics[f"loss/{name}"] = float(losses[k])
     return metrics
@@ -132,6 +206,12 @@ class PreferenceEvaluation:
       runs: one dict per run: ``run_dir``, ``method``, ``weights`` and the metrics.
       hypervolumes: accuracy hypervolume per method, reference point = the base accuracies.
       paths: the written files by kind.
+      signs: ``[K, N]`` the evaluated pairs' signs; labeled: ``[K, N]`` their labels.
+      rewards: per run directory (as in ``runs``), the ``[N]`` implicit-reward margins
+        ``r(a) - r(b)`` (:func:`pair_rewards`); :func:`pair_outcomes` turns them into per-pair
+        outcomes.
+      first_layer: the layer every forward pass started at (0: the embedding; see the module
+        docstring).
     """
 
     objectives: tuple[str, ...]
@@ -139,6 +219,32 @@ class PreferenceEvaluation:
     runs: list[dict[str, Any]]
     hypervolumes: dict[str, float]
     paths: dict[str, pathlib.Path]
+    signs: np.ndarray | None = None
+    labeled: np.ndarray | None = None
+    rewards: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    first_layer: int = 0
+
+
+def _adapted_layers(run_dir: pathlib.Path) -> list[int] | None:
+    """The layers a run's saved adapters cover (None: a full model or every layer)."""
+    path = run_dir / FINAL_DIR / ADAPTER_CONFIG_FILE
+    if not path.is_file():
+        return None
+    layers = json.loads(path.read_text()).get("layers_to_transform")
+    if layers is None:
+        return None
+    return [layers] if isinstance(layers, int) else [int(i) for i in layers]
+
+
+def _frozen_first_layer(run_dirs: Sequence[pathlib.Path]) -> int:
+    """The lowest layer any run adapts, when every run adapts top layers only (else 0)."""
+    lowest = []
+    for run_dir in run_dirs:
+        layers = _adapted_layers(run_dir)
+        if not layers:
+            return 0
+        lowest.append(min(layers))
+    return min(lowest)
 
 
 def _policy_fingerprint(run_dir: pathlib.Path, base_key: str) -> str:
@@ -270,12 +376,15 @@ def evaluate_preference_runs(
     if not pairs:
         raise ValueError(f"{data!r} holds no pairs labeled for {list(objectives)}.")
     tokenizer = load_tokenizer(first.get("tokenizer") or first["model"])
+    completion = first.get("max_completion_length")
+    completion = None if completion is None else int(completion)
     tokenized = tokenize_pairs(
         pairs,
         tokenizer,
         objectives,
         int(first["max_length"]),
         int(first["max_prompt_length"]),
+        max_completion_length=completion,
     )
     signs = np.asarray(tokenized.signs, np.float64)
     labeled = np.asarray(tokenized.labeled, np.float64)
@@ -292,27 +401,55 @@ def evaluate_preference_runs(
     )
     tokens_key = tokens_fingerprint(tokenized)
     dtype = jnp.dtype(first.get("dtype", "float32"))
+    base_key = weights_fingerprint(first["model"])  # hashed once: every run shares the base
+    base_model: list[Any] = []
+
+    def base() -> Any:
+        if not base_model:
+            say(f"base model {first['model']}")
+            base_model.append(
+                from_pretrained(first["model"], dtype=dtype, param_dtype=jnp.float32)[0]
+            )
+        return base_model[0]
+
+    first_layer = _frozen_first_layer(run_dirs)
+    stream = None
+    if first_layer:
+        stream = cached_layer_inputs(
+            cache,
+            (base_key, str(dtype), tokens_key, f"layer={first_layer}"),
+            lambda: pair_layer_inputs(
+                base(),
+                tokenized,
+                first_layer,
+                batch_size,
+                progress=f"inputs of layer {first_layer}" if log is not None else None,
+            ),
+            say,
+        )
+        say(f"every run adapts layers >= {first_layer} only: forward passes start there")
+    from_layer = (f"from-layer={first_layer}",) if first_layer else ()
 
     def logps_of(model: Any) -> tuple[np.ndarray, np.ndarray]:
         return pair_logps(
-            model, tokenized, batch_size, progress="log-probs" if log is not None else None
+            model,
+            tokenized,
+            batch_size,
+            progress="log-probs" if log is not None else None,
+            layer_inputs=stream,
+            max_completion_length=completion,
         )
 
-    def base_logps() -> tuple[np.ndarray, np.ndarray]:
-        say(f"reference: the base model {first['model']}")
-        model, _ = from_pretrained(first["model"], dtype=dtype, param_dtype=jnp.float32)
-        return logps_of(model)
-
-    base_key = weights_fingerprint(first["model"])  # hashed once: every run shares the base
     reference = cached_pair_logps(
         cache,
         "reference",
-        (base_key, str(dtype), tokens_key),
-        base_logps,
+        (base_key, str(dtype), tokens_key, *from_layer),
+        lambda: logps_of(base()),
         say,
     )
+    base_model.clear()  # free it before the runs' models load
     beta0 = float(first.get("beta", 0.1))
-    base = pair_metrics(
+    base_metrics = pair_metrics(
         reference,
         reference,
         signs,
@@ -323,6 +460,7 @@ def evaluate_preference_runs(
         float(first.get("label_smoothing", 0.0)),
     )
     runs = []
+    rewards: dict[str, np.ndarray] = {}
     for run_dir, config in zip(run_dirs, configs, strict=True):
         run_dtype = jnp.dtype(config.get("dtype", "float32"))
 
@@ -337,10 +475,11 @@ def evaluate_preference_runs(
         policy = cached_pair_logps(
             cache,
             "policy",
-            (_policy_fingerprint(run_dir, base_key), str(run_dtype), tokens_key),
+            (_policy_fingerprint(run_dir, base_key), str(run_dtype), tokens_key, *from_layer),
             compute,
             say,
         )
+        rewards[str(run_dir)] = pair_rewards(policy, reference, float(config.get("beta", 0.1)))
         metrics = pair_metrics(
             policy,
             reference,
@@ -359,7 +498,7 @@ def evaluate_preference_runs(
                 **metrics,
             }
         )
-    paths = _write_tables(out, objectives, base, runs)
+    paths = _write_tables(out, objectives, base_metrics, runs)
     front = write_front_report(
         [
             {
@@ -371,11 +510,19 @@ def evaluate_preference_runs(
             for r in runs
         ],
         out,
-        reference=[base[f"accuracy/{name}"] for name in objectives],
+        reference=[base_metrics[f"accuracy/{name}"] for name in objectives],
         objectives=objectives,
         title=title or "Preference accuracy (reference: the base model)",
     )
     paths.update({f"front_{kind}": path for kind, path in front.paths.items()})
+    paths["pair_rewards"] = out / "pair_rewards.npz"
+    np.savez(
+        paths["pair_rewards"],
+        signs=signs,
+        labeled=labeled,
+        run_dirs=np.array([str(d) for d in run_dirs]),
+        rewards=np.stack([rewards[str(d)] for d in run_dirs]),
+    )
     paths["json"] = out / "preferences.json"
     paths["json"].write_text(
         json.dumps(
@@ -384,14 +531,24 @@ def evaluate_preference_runs(
                 "split": split,
                 "objectives": list(objectives),
                 "base_model": first["model"],
-                "base": base,
+                "base": base_metrics,
                 "runs": runs,
                 "hypervolumes": front.hypervolumes,
-                "hypervolume_reference": [base[f"accuracy/{name}"] for name in objectives],
+                "hypervolume_reference": [base_metrics[f"accuracy/{name}"] for name in objectives],
             },
             indent=2,
         )
         + "\n"
     )
     say(f"preferences: {paths['table_markdown']} (hypervolume per method: {front.hypervolumes})")
-    return PreferenceEvaluation(objectives, base, runs, dict(front.hypervolumes), paths)
+    return PreferenceEvaluation(
+        objectives,
+        base_metrics,
+        runs,
+        dict(front.hypervolumes),
+        paths,
+        signs=signs,
+        labeled=labeled,
+        rewards=rewards,
+        first_layer=first_layer,
+    )

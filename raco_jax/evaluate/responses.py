@@ -8,6 +8,7 @@ out), :func:`generate_responses` decodes greedy responses with a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,13 @@ from raco_jax.data import (
 from raco_jax.models import generate
 from raco_jax.train import resolve_schema, split_train_eval
 
-__all__ = ["generate_responses", "held_out_prompts", "prompt_text"]
+__all__ = [
+    "GeneratedResponses",
+    "generate_responses",
+    "greedy_responses",
+    "held_out_prompts",
+    "prompt_text",
+]
 
 
 def held_out_prompts(
@@ -109,7 +116,23 @@ def _stop_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(int(i) for i in ids if 0 <= int(i) < vocab))
 
 
-def generate_responses(
+@dataclasses.dataclass(frozen=True)
+class GeneratedResponses:
+    """Greedy responses with their token counts (:func:`greedy_responses`).
+
+    Attributes:
+      texts: the decoded responses (special tokens skipped, stripped).
+      lengths: int ``[N]``, generated tokens per response, the end token included.
+      finished: bool ``[N]``, whether the response ended with an end token (False: it was cut
+        at ``max_new_tokens``).
+    """
+
+    texts: list[str]
+    lengths: np.ndarray
+    finished: np.ndarray
+
+
+def greedy_responses(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[Any],
@@ -117,8 +140,9 @@ def generate_responses(
     max_new_tokens: int = 64,
     max_prompt_length: int = 512,
     batch_size: int = 8,
-) -> list[str]:
-    """Greedy responses of a :class:`~raco_jax.models.Decoder` to prompts (chat template applied).
+) -> GeneratedResponses:
+    """Greedy responses of a :class:`~raco_jax.models.Decoder` to prompts (chat template
+    applied), with how many tokens each took and whether it ended on its own.
 
     Prompts are left-padded into batches of ``batch_size`` (the last batch filled with copies,
     so every batch compiles to the same program for a given padded length) and decoded by
@@ -128,20 +152,22 @@ def generate_responses(
         >>> from flax import nnx
         >>> from raco_jax.data import byte_tokenizer
         >>> from raco_jax.models import Decoder, ModelConfig
-        >>> from raco_jax.evaluate import generate_responses
+        >>> from raco_jax.evaluate import greedy_responses
         >>> tokenizer = byte_tokenizer("chatml")
         >>> config = ModelConfig(model_type="qwen3", vocab_size=len(tokenizer), hidden_size=16,
         ...                      intermediate_size=32, num_layers=1, num_heads=2)
-        >>> responses = generate_responses(Decoder(config, rngs=nnx.Rngs(0)), tokenizer,
-        ...                                ["Hi", "Why?"], max_new_tokens=4)
-        >>> len(responses), all(isinstance(r, str) for r in responses)
-        (2, True)
+        >>> out = greedy_responses(Decoder(config, rngs=nnx.Rngs(0)), tokenizer, ["Hi"],
+        ...                        max_new_tokens=4)
+        >>> out.lengths.shape, bool(out.lengths[0] <= 4)
+        ((1,), True)
     """
     prompt_ids = _tokenized_prompts(prompts, tokenizer, max_prompt_length)
     stop = _stop_ids(tokenizer, model)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad = int(pad if pad is not None else (stop[0] if stop else 0))
-    responses: list[str] = []
+    texts: list[str] = []
+    lengths: list[int] = []
+    finished: list[bool] = []
     for start in range(0, len(prompt_ids), batch_size):
         chunk = prompt_ids[start : start + batch_size]
         rows = chunk + [chunk[i % len(chunk)] for i in range(batch_size - len(chunk))]
@@ -159,8 +185,45 @@ def generate_responses(
             stop_token_ids=stop or None,
             pad_token_id=pad,
         )
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        tokens, counts, done = (np.asarray(x) for x in (out.tokens, out.lengths, out.done))
         for i in range(len(chunk)):
-            text = tokenizer.decode(tokens[i, : lengths[i]].tolist(), skip_special_tokens=True)
-            responses.append(text.strip())
-    return responses
+            text = tokenizer.decode(tokens[i, : counts[i]].tolist(), skip_special_tokens=True)
+            texts.append(text.strip())
+            lengths.append(int(counts[i]))
+            finished.append(bool(done[i]))
+    return GeneratedResponses(texts, np.asarray(lengths, np.int64), np.asarray(finished, bool))
+
+
+def generate_responses(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    *,
+    max_new_tokens: int = 64,
+    max_prompt_length: int = 512,
+    batch_size: int = 8,
+) -> list[str]:
+    """Greedy responses of a :class:`~raco_jax.models.Decoder` to prompts (chat template applied):
+    the texts of :func:`greedy_responses`.
+
+    Example:
+        >>> from flax import nnx
+        >>> from raco_jax.data import byte_tokenizer
+        >>> from raco_jax.models import Decoder, ModelConfig
+        >>> from raco_jax.evaluate import generate_responses
+        >>> tokenizer = byte_tokenizer("chatml")
+        >>> config = ModelConfig(model_type="qwen3", vocab_size=len(tokenizer), hidden_size=16,
+        ...                      intermediate_size=32, num_layers=1, num_heads=2)
+        >>> responses = generate_responses(Decoder(config, rngs=nnx.Rngs(0)), tokenizer,
+        ...                                ["Hi", "Why?"], max_new_tokens=4)
+        >>> len(responses), all(isinstance(r, str) for r in responses)
+        (2, True)
+    """
+    return greedy_responses(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        max_prompt_length=max_prompt_length,
+        batch_size=batch_size,
+    ).texts

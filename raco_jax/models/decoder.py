@@ -555,23 +555,88 @@ class Decoder(nnx.Module):
         attention_mask: jax.Array | None = None,
         positions: jax.Array | None = None,
         cache: KVCache | None = None,
+        *,
+        layer_inputs: jax.Array | None = None,
+        first_layer: int = 0,
     ) -> tuple[jax.Array, KVCache | None]:
         """Final-norm hidden states ``[B, T, embed]`` (compute dtype) and the updated cache.
 
         `__call__` is ``logits_from_hidden(hidden_states(...))``; use this to project only some
         positions onto the vocabulary (e.g. the last one while decoding).
 
+        With ``layer_inputs`` (the residual stream entering layer ``first_layer``, as
+        :meth:`layer_inputs` returns it) the embedding and the layers below ``first_layer`` are
+        skipped: the rest of the forward pass is the same computation, so where those layers
+        are frozen their output can be computed once and reused (``input_ids`` then only gives
+        the shape; the mask and positions come from ``attention_mask`` and ``positions`` as
+        usual). Not with a ``cache``.
+
         Example:
             >>> import jax.numpy as jnp
             >>> from flax import nnx
             >>> from raco_jax.models import Decoder, ModelConfig
             >>> c = ModelConfig(model_type="llama", vocab_size=32, hidden_size=16,
-            ...                 intermediate_size=32, num_layers=1, num_heads=2)
-            >>> h, _ = Decoder(c, rngs=nnx.Rngs(0)).hidden_states(jnp.array([[1, 2]]))
+            ...                 intermediate_size=32, num_layers=2, num_heads=2)
+            >>> model = Decoder(c, rngs=nnx.Rngs(0))
+            >>> ids = jnp.array([[1, 2]])
+            >>> h, _ = model.hidden_states(ids)
             >>> h.shape
             (1, 2, 16)
+            >>> x1 = model.layer_inputs(ids, layer=1)    # the stream entering layer 1
+            >>> h1, _ = model.hidden_states(ids, layer_inputs=x1, first_layer=1)
+            >>> bool(jnp.allclose(h1, h, atol=1e-6))
+            True
         """
+        x, new_cache = self._run(
+            input_ids, attention_mask, positions, cache, layer_inputs, first_layer, None
+        )
+        return self.norm(x), new_cache
+
+    def layer_inputs(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        *,
+        layer: int,
+    ) -> jax.Array:
+        """The residual stream entering decoder layer ``layer``: ``[B, T, embed]``, compute dtype
+        (``layer=0``: the scaled token embeddings; ``layer=num_layers``: the last layer's output
+        before the final norm). Feed it back with ``hidden_states(..., layer_inputs=x,
+        first_layer=layer)``.
+
+        Example: see :meth:`hidden_states`.
+        """
+        x, _ = self._run(input_ids, attention_mask, positions, None, None, 0, layer)
+        return x
+
+    def _run(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None,
+        positions: jax.Array | None,
+        cache: KVCache | None,
+        layer_inputs: jax.Array | None,
+        first_layer: int,
+        stop_layer: int | None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Layers ``[first_layer, stop_layer)`` (None: to the end) before the final norm."""
         config = self.config
+        stop_layer = config.num_layers if stop_layer is None else int(stop_layer)
+        first_layer = int(first_layer)
+        if not 0 <= first_layer <= stop_layer <= config.num_layers:
+            raise ValueError(
+                f"layers [{first_layer}, {stop_layer}) are outside the model's "
+                f"{config.num_layers} layers"
+            )
+        if (layer_inputs is None) != (first_layer == 0):
+            raise ValueError(
+                "layer_inputs and first_layer go together: pass the stream entering "
+                f"first_layer (> 0), got first_layer={first_layer} and "
+                f"layer_inputs={'None' if layer_inputs is None else 'an array'}"
+            )
+        if cache is not None and (first_layer > 0 or stop_layer < config.num_layers):
+            raise ValueError("a KV cache needs every layer: no layer_inputs or stop layer with it")
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
@@ -632,12 +697,21 @@ class Decoder(nnx.Module):
             inv_freq = inverse_frequencies(config.rope_for(layer_type), config.head_dim)
             tables[layer_type] = rope_cos_sin(positions, inv_freq)
 
-        x = self.embed_tokens(input_ids)
-        if config.embed_scale is not None:
-            x = x * jnp.asarray(config.embed_scale, self.dtype)
+        if layer_inputs is None:
+            x = self.embed_tokens(input_ids)
+            if config.embed_scale is not None:
+                x = x * jnp.asarray(config.embed_scale, self.dtype)
+        else:
+            x = jnp.asarray(layer_inputs, self.dtype)
+            if x.shape != (batch, length, config.hidden_size):
+                raise ValueError(
+                    f"layer_inputs must be [batch, length, embed] = "
+                    f"{(batch, length, config.hidden_size)}, got {x.shape}"
+                )
 
         new_keys, new_values = [], []
-        for i, layer in enumerate(self.layers):
+        for i in range(first_layer, stop_layer):
+            layer = self.layers[i]
             layer_type = config.layer_types[i]
             cos, sin = tables[layer_type]
             cache_kv = None if cache is None else (cache.keys[i], cache.values[i])
@@ -647,7 +721,6 @@ class Decoder(nnx.Module):
             if new_kv is not None:
                 new_keys.append(new_kv[0])
                 new_values.append(new_kv[1])
-        x = self.norm(x)
 
         new_cache = None
         if cache is not None:

@@ -102,11 +102,19 @@ class LoRAConfig:
             ``"lm_head"``); each must occur in the model.
         dropout: dropout rate on the adapter input (training mode only; 0 disables it).
         param_dtype: storage dtype of the adapters (default float32, also for bf16 models).
+        layers: the indices of the decoder layers whose projections get adapters (negative
+            indices count from the top: ``(-2, -1)`` is the last two layers); None: every layer.
+            With a filter, only projections inside those layers are adapted (``lm_head`` is
+            not), as PEFT's ``layers_to_transform``, the name it is saved under. Adapting only
+            the top layers makes the backward pass stop there: the layers below carry no
+            gradient.
 
     Example:
         >>> from raco_jax.models import LoRAConfig
         >>> LoRAConfig(rank=8, alpha=16.0, target_modules=("q_proj", "v_proj")).scale
         2.0
+        >>> LoRAConfig(rank=8, alpha=16.0, layers=[-1, -2]).layers
+        (-2, -1)
     """
 
     rank: int
@@ -114,6 +122,7 @@ class LoRAConfig:
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     dropout: float = 0.0
     param_dtype: str = "float32"
+    layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         rank = self.rank
@@ -146,11 +155,48 @@ class LoRAConfig:
         except TypeError:
             raise ValueError(f"param_dtype={self.param_dtype!r} is not a dtype") from None
         object.__setattr__(self, "param_dtype", np.dtype(self.param_dtype).name)
+        object.__setattr__(self, "layers", _check_layers(self.layers))
 
     @property
     def scale(self) -> float:
         """``alpha / rank``."""
         return self.alpha / self.rank
+
+    def resolved_layers(self, num_layers: int) -> tuple[int, ...] | None:
+        """The adapted layers as non-negative indices of a model with ``num_layers`` layers
+        (None: every layer).
+
+        Raises:
+            ValueError: an index outside ``[-num_layers, num_layers)``.
+
+        Example:
+            >>> from raco_jax.models import LoRAConfig
+            >>> LoRAConfig(rank=2, alpha=2.0, layers=(0, -1)).resolved_layers(30)
+            (0, 29)
+        """
+        if self.layers is None:
+            return None
+        outside = [i for i in self.layers if not -num_layers <= i < num_layers]
+        if outside:
+            raise ValueError(
+                f"LoRA layers {outside} are outside the model's {num_layers} layers "
+                f"(valid: {-num_layers}..{num_layers - 1})."
+            )
+        return tuple(sorted({i % num_layers for i in self.layers}))
+
+
+def _check_layers(layers: Any) -> tuple[int, ...] | None:
+    """``layers`` as a sorted tuple of distinct ints (None stays None)."""
+    if layers is None:
+        return None
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers must be a sequence of ints or None, got {layers!r}")
+    values = tuple(layers)
+    if not values or not all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in values
+    ):
+        raise ValueError(f"layers must be a non-empty sequence of ints or None, got {layers!r}")
+    return tuple(sorted({int(i) for i in values}))
 
 
 class LoRALinear(Linear):
@@ -276,11 +322,19 @@ def _linear_children(model: nnx.Module) -> Iterator[tuple[tuple[Any, ...], nnx.M
                 yield tuple(path), module, name
 
 
+def _in_layers(path: tuple[Any, ...], layers: tuple[int, ...] | None) -> bool:
+    """Whether a module path lies in one of the decoder ``layers`` (None: anywhere)."""
+    if layers is None:
+        return True
+    return len(path) >= 2 and path[0] == "layers" and path[1] in layers
+
+
 def apply_lora(model: Decoder, config: LoRAConfig, rngs: nnx.Rngs) -> Decoder:
     """Add LoRA adapters to ``model`` in place (and return it).
 
-    Every `Linear` attribute of the model whose name is in ``config.target_modules`` becomes a
-    `LoRALinear` sharing the original kernel; the forward pass is unchanged until ``lora_b``
+    Every `Linear` attribute of the model whose name is in ``config.target_modules`` (inside the
+    decoder layers ``config.layers``, when given) becomes a `LoRALinear` sharing the original
+    kernel; the forward pass is unchanged until ``lora_b``
     moves away from zero. Train with ``nnx.Optimizer(model, tx, wrt=LoRAParam)``.
 
     Args:
@@ -316,6 +370,12 @@ def apply_lora(model: Decoder, config: LoRAConfig, rngs: nnx.Rngs) -> Decoder:
         False
         >>> sum(x.size for x in jax.tree.leaves(lora_params(model)))   # 7 projections
         1088
+        >>> c3 = ModelConfig(model_type="llama", vocab_size=32, hidden_size=16,
+        ...                  intermediate_size=32, num_layers=3, num_heads=2)
+        >>> top = apply_lora(Decoder(c3, rngs=nnx.Rngs(0)),
+        ...                  LoRAConfig(rank=4, alpha=8.0, layers=(-1,)), rngs=nnx.Rngs(1))
+        >>> sorted(lora_params(top)["layers"])   # the last layer only
+        [2]
     """
     if not isinstance(config, LoRAConfig):
         raise TypeError(f"config must be a LoRAConfig, got {type(config).__name__}")
@@ -324,15 +384,18 @@ def apply_lora(model: Decoder, config: LoRAConfig, rngs: nnx.Rngs) -> Decoder:
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
     targets = set(config.target_modules)
+    layers = config.resolved_layers(model.config.num_layers) if config.layers else None
     found: set[str] = set()
     available: set[str] = set()
     replacements = []
-    for _, parent, name in _linear_children(model):
+    for path, parent, name in _linear_children(model):
         child = getattr(parent, name)
         if isinstance(child, LoRALinear):
             raise ValueError(
                 "model already holds LoRA adapters (merge_lora first to stack another set)"
             )
+        if not _in_layers(path, layers):
+            continue
         available.add(name)
         if name in targets:
             found.add(name)
@@ -560,6 +623,9 @@ def save_lora_adapters(
         "lora_alpha": config.alpha,
         "lora_dropout": config.dropout,
         "target_modules": list(config.target_modules),
+        "layers_to_transform": None
+        if config.layers is None
+        else list(config.resolved_layers(model.config.num_layers)),
         "bias": "none",
         "fan_in_fan_out": False,
         "inference_mode": True,
@@ -610,10 +676,12 @@ def load_lora_adapters(model: Decoder, directory: Any) -> Decoder:
             raise FileNotFoundError(f"no {name} in {root}: not a LoRA adapter directory.")
     saved = json.loads((root / ADAPTER_CONFIG_FILE).read_text())
     targets = saved["target_modules"]
+    layers = saved.get("layers_to_transform")
     config = LoRAConfig(
         rank=int(saved["r"]),
         alpha=float(saved["lora_alpha"]),
         target_modules=tuple([targets] if isinstance(targets, str) else targets),
+        layers=[layers] if isinstance(layers, int) else layers,
     )
     apply_lora(model, config, rngs=nnx.Rngs(0))
     tensors = safetensors.numpy.load_file(str(root / ADAPTER_WEIGHTS_FILE))

@@ -27,6 +27,10 @@ field               dtype, shape     meaning
 ``reward_margins``  float32 [M, B]   only for MODPO: margin-reward differences
                     or None          r_j(x, y_a) - r_j(x, y_b) of the other objectives (M = K-1,
                                      or M = K with the target's row ignored); None otherwise.
+``layer_inputs``    float [2B, T,    the residual stream entering the policy's first trained
+                    embed] or None   layer (frozen layers below it computed once,
+                                     ``Decoder.layer_inputs``); None: the forward starts at the
+                                     embedding.
 ==================  ===============  =============================================================
 
 Helpers: :func:`make_batch` (cast + validate), :func:`validate_batch`, :func:`split_pairs`
@@ -61,6 +65,7 @@ class PreferenceBatch(NamedTuple):
     labeled: Any
     ref_logps: Any = None
     reward_margins: Any = None
+    layer_inputs: Any = None
 
     @property
     def num_pairs(self) -> int:
@@ -100,6 +105,7 @@ def make_batch(
     ref_logps: Any = None,
     reward_margins: Any = None,
     validate: bool = True,
+    layer_inputs: Any = None,
 ) -> PreferenceBatch:
     """Builds a :class:`PreferenceBatch`, casting each field to its contract dtype.
 
@@ -113,6 +119,8 @@ def make_batch(
       ref_logps: ``[2B]`` reference summed log-probs, or None.
       reward_margins: ``[K - 1 or K, B]`` MODPO margin rewards, or None.
       validate: run :func:`validate_batch` (on concrete values).
+      layer_inputs: ``[2B, T, embed]`` float32 residual stream entering the first trained
+        layer, or None.
 
     Returns:
       The batch.
@@ -145,6 +153,7 @@ def make_batch(
         labeled=_cast(labeled, np.float32),
         ref_logps=_cast(ref_logps, np.float32),
         reward_margins=_cast(reward_margins, np.float32),
+        layer_inputs=_cast(layer_inputs, np.float32),
     )
     if validate:
         validate_batch(batch)
@@ -210,6 +219,13 @@ def validate_batch(batch: PreferenceBatch) -> PreferenceBatch:
         if len(shape) != 2 or shape[1] != num_pairs:
             raise ValueError(
                 f"reward_margins must be [K - 1 or K, B] with B = {num_pairs}, got shape {shape}."
+            )
+    if batch.layer_inputs is not None:
+        shape = np.shape(batch.layer_inputs)
+        if len(shape) != 3 or shape[:2] != ids_shape:
+            raise ValueError(
+                f"layer_inputs must be [2B, T, embed] with [2B, T] = {ids_shape}, got shape "
+                f"{shape}."
             )
 
     signs = _concrete(batch.signs)
@@ -314,6 +330,7 @@ def split_pairs(batch: PreferenceBatch, num_micro_batches: int) -> PreferenceBat
         labeled=columns(batch.labeled),
         ref_logps=rows(batch.ref_logps),
         reward_margins=columns(batch.reward_margins),
+        layer_inputs=rows(batch.layer_inputs),
     )
 
 
@@ -344,4 +361,5 @@ def swap_responses(batch: PreferenceBatch) -> PreferenceBatch:
         signs=-batch.signs,
         ref_logps=rows(batch.ref_logps),
         reward_margins=None if batch.reward_margins is None else -batch.reward_margins,
+        layer_inputs=rows(batch.layer_inputs),
     )

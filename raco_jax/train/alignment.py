@@ -133,7 +133,10 @@ from raco_jax.train.mesh import (
 )
 from raco_jax.train.methods import STACKED_METHODS, make_optimizer, resolve_reference
 from raco_jax.train.pair_logps import (
+    PairLayerInputs,
+    cached_layer_inputs,
     cached_pair_logps,
+    pair_layer_inputs,
     pair_logps,
     tokens_fingerprint,
     weights_fingerprint,
@@ -472,19 +475,24 @@ def make_schedule(config: AlignConfig, total_steps: int) -> optax.Schedule:
 
 
 class _PairValues:
-    """Per-pair values (reference log-probs, margin rewards) gathered into batch layout."""
+    """Per-pair values (reference log-probs, margin rewards, layer inputs) gathered into batch
+    layout."""
 
     def __init__(
         self,
         ref: tuple[np.ndarray, np.ndarray] | None,
         margins: np.ndarray | None,
+        layer_inputs: PairLayerInputs | None = None,
     ) -> None:
         self.ref = ref
         self.margins = margins  # [M, N]
+        self.layer_inputs = layer_inputs
 
-    def fields(self, indices: Sequence[int], batch_size: int) -> dict[str, Any]:
+    def fields(self, indices: Sequence[int], batch_size: int, width: int) -> dict[str, Any]:
         real = len(indices)
         out: dict[str, Any] = {}
+        if self.layer_inputs is not None:
+            out["layer_inputs"] = self.layer_inputs.collate(indices, batch_size, width)
         if self.ref is not None:
             ref_logps = np.zeros(2 * batch_size, np.float32)
             ref_logps[:real] = self.ref[0][indices]
@@ -510,8 +518,8 @@ class _Batches:
 
     def __next__(self) -> Any:
         indices, fields = self.iterator.next_with_indices()
-        batch_size = fields["signs"].shape[1]
-        return PreferenceBatch(**fields, **self.values.fields(indices, batch_size))
+        batch_size, width = fields["signs"].shape[1], fields["input_ids"].shape[1]
+        return PreferenceBatch(**fields, **self.values.fields(indices, batch_size, width))
 
 
 def _split_host_batch(batch: PreferenceBatch, micro_batches: int) -> list[PreferenceBatch]:
@@ -587,7 +595,12 @@ class _Run:
 
         def tokenize(pairs: Sequence[Any]) -> Any:
             return tokenize_pairs(
-                pairs, self.tokenizer, self.objectives, config.max_length, config.max_prompt_length
+                pairs,
+                self.tokenizer,
+                self.objectives,
+                config.max_length,
+                config.max_prompt_length,
+                max_completion_length=config.max_completion_length,
             )
 
         train_tokens = tokenize(train_pairs)
@@ -619,26 +632,46 @@ class _Run:
         config = self.config
         if tokenized is None:
             return _PairValues(None, None)
-        needs_ref = self.reference == "precomputed" or config.method == "modpo"
-        if not needs_ref:
-            return _PairValues(None, None)
         # forward-only passes, one micro-batch at a time (if the mesh splits it)
         micro = config.batch_size // config.micro_batches
         forward_batch = micro if micro % data_parallel_size(self.mesh) == 0 else config.batch_size
         tokens_key = tokens_fingerprint(tokenized)
         if self._weights_key is None:
             self._weights_key = weights_fingerprint(self.model_path, self.model)
+        weights_key = (self._weights_key, config.dtype, config.param_dtype, tokens_key)
+        show = self.progress and self.is_main
+        layer_inputs = None
+        if self.first_layer:
+            layer_inputs = cached_layer_inputs(
+                self.cache_dir,
+                (*weights_key, f"layer={self.first_layer}"),
+                lambda: pair_layer_inputs(
+                    self.model,
+                    tokenized,
+                    self.first_layer,
+                    forward_batch,
+                    self.mesh,
+                    progress=f"inputs of layer {self.first_layer}" if show else None,
+                ),
+                self.log,
+            )
+        needs_ref = self.reference == "precomputed" or config.method == "modpo"
+        if not needs_ref:
+            return _PairValues(None, None, layer_inputs)
+        from_layer = (f"from-layer={self.first_layer}",) if self.first_layer else ()
         ref = cached_pair_logps(
             self.cache_dir,
             "reference",
-            (self._weights_key, config.dtype, config.param_dtype, tokens_key),
+            (*weights_key, *from_layer),
             lambda: pair_logps(
                 self.model,
                 tokenized,
                 forward_batch,
                 self.mesh,
                 config.time_chunk_size,
-                progress="reference log-probs" if self.progress and self.is_main else None,
+                progress="reference log-probs" if show else None,
+                layer_inputs=layer_inputs,
+                max_completion_length=config.max_completion_length,
             ),
             self.log,
         )
@@ -655,7 +688,12 @@ class _Run:
                         mesh=self.mesh,
                     )
                     return pair_logps(
-                        margin_model, tokenized, forward_batch, self.mesh, config.time_chunk_size
+                        margin_model,
+                        tokenized,
+                        forward_batch,
+                        self.mesh,
+                        config.time_chunk_size,
+                        max_completion_length=config.max_completion_length,
                     )
 
                 logps_a, logps_b = cached_pair_logps(
@@ -667,7 +705,17 @@ class _Run:
                 )
                 rows.append(config.beta * ((logps_a - ref[0]) - (logps_b - ref[1])))
             margins = np.stack(rows).astype(np.float32)
-        return _PairValues(ref if self.reference == "precomputed" else None, margins)
+        return _PairValues(ref if self.reference == "precomputed" else None, margins, layer_inputs)
+
+    @property
+    def first_layer(self) -> int:
+        """The lowest adapted layer with ``cache_layer_inputs`` (0: the forward starts at the
+        embedding)."""
+        config = self.config
+        if not config.cache_layer_inputs:
+            return 0
+        layers = self.lora_config().resolved_layers(self.model_config.num_layers)
+        return min(layers) if layers else 0
 
     def lora_config(self) -> LoRAConfig:
         config = self.config
@@ -675,6 +723,7 @@ class _Run:
             rank=config.lora_rank,
             alpha=config.lora_alpha,
             target_modules=config.lora_targets,
+            layers=config.lora_layers or None,
         )
 
     def trainable(self) -> Any:
@@ -714,6 +763,8 @@ class _Run:
             modpo_target=self.objectives.index(config.modpo_target or self.objectives[0]),
             schedule=None if per_micro_batch else schedule,
             time_chunk_size=config.time_chunk_size,
+            first_layer=self.first_layer,
+            max_completion_length=config.max_completion_length,
         )
 
     @property

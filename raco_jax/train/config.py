@@ -142,11 +142,29 @@ class AlignConfig:
     max_steps: int | None = _field(None, "optimizer steps (default: from epochs)")
     max_length: int = _field(2048, "tokens per prompt + response (longer are truncated)")
     max_prompt_length: int = _field(1536, "prompt tokens kept (from the end)")
+    max_completion_length: int | None = _field(
+        None,
+        "completion tokens kept (from the start; default: what max_length leaves); the step then "
+        "projects only the positions that score completions onto the vocabulary",
+    )
     # model handling
     lora_rank: int = _field(0, "LoRA rank (0: full fine-tuning)")
     lora_alpha: float = _field(16.0, "LoRA alpha (the update is scaled by alpha / rank)")
     lora_targets: tuple[str, ...] = _field(
         DEFAULT_TARGET_MODULES, "the projections that get LoRA adapters, comma-separated"
+    )
+    lora_layers: tuple[int, ...] = _field(
+        (),
+        "the decoder layers whose projections get LoRA adapters, comma-separated; negative "
+        "indices count from the top (--lora-layers=-2,-1: the last two layers, so the backward "
+        "pass stops there); empty: every layer",
+    )
+    cache_layer_inputs: bool = _field(
+        False,
+        "with lora_layers: compute the frozen layers below the lowest adapted layer once per pair "
+        "(cached under cache_dir) and start every step's forward pass there; the same "
+        "computation, without the lower layers' forward cost (memory: 4 bytes x hidden size per "
+        "token of every pair)",
     )
     export_lora: str = _field(
         "merged",
@@ -554,6 +572,10 @@ def validate_config(
             f"max_prompt_length ({config.max_prompt_length}) must be < max_length "
             f"({config.max_length})."
         )
+    if config.max_completion_length is not None and config.max_completion_length < 1:
+        raise ValueError(
+            f"max_completion_length must be >= 1 or None, got {config.max_completion_length}."
+        )
     if config.learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}.")
     if not 0 <= config.warmup_ratio < 1:
@@ -564,6 +586,16 @@ def validate_config(
         raise ValueError(f"time_chunk_size must be >= 1 or None, got {config.time_chunk_size}.")
     if config.lora_rank < 0:
         raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {config.lora_rank}.")
+    if config.cache_layer_inputs and not (config.lora_rank > 0 and config.lora_layers):
+        raise ValueError(
+            "cache_layer_inputs needs LoRA on some layers only (lora_rank > 0 and lora_layers, "
+            "e.g. --lora-layers=-2,-1): the layers below them must be frozen."
+        )
+    if config.lora_layers and config.lora_rank == 0:
+        raise ValueError(
+            f"lora_layers={list(config.lora_layers)} needs LoRA: set lora_rank > 0 (full "
+            "fine-tuning trains every layer)."
+        )
     resolve_reference(config.method, config.reference)
     if config.reference == "lora_base" and config.lora_rank == 0:
         raise ValueError("reference='lora_base' needs LoRA (lora_rank > 0).")

@@ -114,7 +114,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_shardings(batch: PreferenceBatch, mesh: Mesh) -> PreferenceBatch:
     """The sharding of each field of ``batch``: the pair axis split over ``("data", "fsdp")``.
 
-    Token rows ``[2B, T]`` and ``ref_logps [2B]`` are split on axis 0 (so a device holds some
+    Token rows ``[2B, T]`` (and ``layer_inputs [2B, T, embed]``) and ``ref_logps [2B]`` are
+    split on axis 0 (so a device holds some
     rows of response a or of response b), ``signs``, ``labeled`` and ``reward_margins``
     ``[K, B]`` on axis 1. Fields that are None stay None.
 
@@ -138,6 +139,7 @@ def batch_shardings(batch: PreferenceBatch, mesh: Mesh) -> PreferenceBatch:
         "labeled": columns,
         "ref_logps": rows,
         "reward_margins": columns,
+        "layer_inputs": rows,
     }
     return PreferenceBatch(
         **{

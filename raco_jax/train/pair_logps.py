@@ -2,7 +2,10 @@
 
 Used for the reference log-probs of a run (:func:`raco_jax.align`), MODPO's margin
 rewards, and the evaluation of saved runs on preference pairs
-(:func:`raco_jax.evaluate.preferences.evaluate_preference_runs`). The cache key is built from
+(:func:`raco_jax.evaluate.preferences.evaluate_preference_runs`). Where only the layers from
+some layer ``L`` on are trained (LoRA on the top layers), :func:`pair_layer_inputs` computes the
+stream entering layer ``L`` once per pair (:class:`PairLayerInputs`, cached on disk by
+:func:`cached_layer_inputs`), so that every later forward pass starts at ``L``. The cache key is built from
 content fingerprints: :func:`weights_fingerprint` (checkpoint files, a GGUF file, or the
 parameters) and :func:`tokens_fingerprint` (every token id and prompt length, so the tokenizer,
 its chat template, the data and the length limits are all captured): a stale cache is never read.
@@ -10,6 +13,7 @@ its chat template, the data and the length limits are all captured): a stale cac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
@@ -24,11 +28,14 @@ from jax.experimental import multihost_utils
 from raco_jax.models.hf_io import resolve_checkpoint
 from raco_jax.preference import make_batch
 from raco_jax.train.mesh import shard_batch
-from raco_jax.train.step import compute_reference_logps
+from raco_jax.train.step import check_completion_lengths, compute_reference_logps
 
 __all__ = [
+    "PairLayerInputs",
+    "cached_layer_inputs",
     "cached_pair_logps",
     "host_array",
+    "pair_layer_inputs",
     "pair_logps",
     "tokens_fingerprint",
     "weights_fingerprint",
@@ -129,6 +136,187 @@ def host_array(value: Any) -> np.ndarray:
     return np.asarray(jax.device_get(value))
 
 
+class PairLayerInputs:
+    """The residual stream entering decoder layer ``layer`` for both sequences of every pair.
+
+    One float32 ``[length, embed]`` array per sequence (its real tokens only, in the order of
+    :class:`~raco_jax.data.TokenizedPairs`); :meth:`collate` lays them out like
+    :meth:`TokenizedPairs.collate <raco_jax.data.TokenizedPairs.collate>` lays out the token
+    ids (right padding with zeros, the fill rows of a short batch copied from its pairs).
+
+    Example:
+        >>> import numpy as np
+        >>> from raco_jax.train.pair_logps import PairLayerInputs
+        >>> stream = PairLayerInputs(2, [np.ones((3, 4))], [np.full((2, 4), 2.0)])
+        >>> x = stream.collate([0], batch_size=2, width=4)
+        >>> x.shape, x[:, :, 0].tolist()
+        ((4, 4, 4), [[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0], [2.0, 2.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0]])
+    """
+
+    def __init__(self, layer: int, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> None:
+        if len(a) != len(b):
+            raise ValueError(f"a and b must hold one array per pair, got {len(a)} and {len(b)}.")
+        self.layer = int(layer)
+        self.a = [np.asarray(x, np.float32) for x in a]
+        self.b = [np.asarray(x, np.float32) for x in b]
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def collate(self, indices: Sequence[int], batch_size: int, width: int) -> np.ndarray:
+        """``[2 * batch_size, width, embed]``: rows ``r`` (response a) and ``batch_size + r``
+        (response b) of the pairs at ``indices``, then copies of them up to ``batch_size``."""
+        indices = [int(i) for i in indices]
+        rows = indices + [indices[k % len(indices)] for k in range(batch_size - len(indices))]
+        embed = self.a[indices[0]].shape[-1]
+        out = np.zeros((2 * batch_size, width, embed), np.float32)
+        for r, i in enumerate(rows):
+            out[r, : len(self.a[i])] = self.a[i]
+            out[batch_size + r, : len(self.b[i])] = self.b[i]
+        return out
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layer"))
+def _layer_inputs_jit(state: Any, ids: jax.Array, mask: jax.Array, *, graphdef: Any, layer: int):
+    return nnx.merge(graphdef, state).layer_inputs(ids, mask, layer=layer)
+
+
+def _length_order(tokenized: Any) -> list[int]:
+    """Pair indices by length, so batches of neighbours pad to the smallest buckets."""
+    return np.argsort(tokenized.lengths(), kind="stable").tolist()
+
+
+def pair_layer_inputs(
+    model: Any,
+    tokenized: Any,
+    layer: int,
+    batch_size: int,
+    mesh: Any = None,
+    progress: str | None = None,
+) -> PairLayerInputs:
+    """The stream entering decoder layer ``layer`` for every pair's two sequences (forward passes
+    through the layers below it only, ``batch_size`` pairs at a time, shortest pairs first).
+
+    Where those layers are frozen, a forward pass from ``layer`` with these inputs
+    (``batch.layer_inputs``, ``first_layer=layer``) is the full forward pass: compute them once
+    per pair and every training step and evaluation saves the layers below.
+
+    Args:
+      model: a :class:`raco_jax.models.Decoder` (the base model: adapters, if any, must lie
+        at or above ``layer``).
+      tokenized: :class:`~raco_jax.data.TokenizedPairs`.
+      layer: ``1 <= layer <= num_layers``.
+      batch_size: pairs per forward pass.
+      mesh: a ``("data", "fsdp", "tensor")`` mesh, or None (default device).
+      progress: a description: show a tqdm progress bar over the pairs (None: no bar).
+
+    Returns:
+      :class:`PairLayerInputs`.
+
+    Example:
+        >>> from flax import nnx
+        >>> from raco_jax.data import PreferencePair, byte_tokenizer, tokenize_pairs
+        >>> from raco_jax.models import Decoder, ModelConfig
+        >>> from raco_jax.train.pair_logps import pair_layer_inputs, pair_logps
+        >>> tok = byte_tokenizer("chatml")
+        >>> c = ModelConfig(model_type="qwen3", vocab_size=len(tok), hidden_size=16,
+        ...                 intermediate_size=32, num_layers=2, num_heads=2)
+        >>> model = Decoder(c, rngs=nnx.Rngs(0))
+        >>> pairs = [PreferencePair("Hi", "Hello", "Go", {"helpful": 1})] * 3
+        >>> data = tokenize_pairs(pairs, tok, ("helpful",), 64, 32)
+        >>> stream = pair_layer_inputs(model, data, layer=1, batch_size=2)
+        >>> stream.a[0].shape == (len(data.input_ids_a[0]), 16)
+        True
+        >>> full, _ = pair_logps(model, data, batch_size=2)
+        >>> upper, _ = pair_logps(model, data, batch_size=2, layer_inputs=stream)
+        >>> bool(np.allclose(full, upper, atol=1e-5))
+        True
+    """
+    layer = int(layer)
+    if not 1 <= layer <= model.config.num_layers:
+        raise ValueError(f"layer must be in [1, {model.config.num_layers}], got {layer}.")
+    graphdef, state = nnx.split(model)
+    n = len(tokenized)
+    a: list[Any] = [None] * n
+    b: list[Any] = [None] * n
+    bar = _progress_bar(progress, n)
+    order = _length_order(tokenized)
+    for start in range(0, n, batch_size):
+        indices = order[start : start + batch_size]
+        batch = make_batch(**tokenized.collate(indices, batch_size=batch_size), validate=False)
+        batch = shard_batch(batch, mesh)
+        x = host_array(
+            _layer_inputs_jit(
+                state, batch.input_ids, batch.attention_mask, graphdef=graphdef, layer=layer
+            )
+        ).astype(np.float32)
+        for r, i in enumerate(indices):
+            a[i] = x[r, : len(tokenized.input_ids_a[i])].copy()
+            b[i] = x[batch_size + r, : len(tokenized.input_ids_b[i])].copy()
+        if bar is not None:
+            bar.update(len(indices))
+    if bar is not None:
+        bar.close()
+    return PairLayerInputs(layer, a, b)
+
+
+def cached_layer_inputs(
+    cache_dir: str | os.PathLike,
+    key_parts: Sequence[str],
+    compute: Callable[[], PairLayerInputs],
+    log: Callable[[str], None] | None = None,
+) -> PairLayerInputs:
+    """``compute()`` once per key: reads or writes ``<cache_dir>/layer-inputs-<key>.npz``
+    (atomically; float32, 4 bytes x embed per token).
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from raco_jax.train.pair_logps import PairLayerInputs, cached_layer_inputs
+        >>> d, calls = tempfile.mkdtemp(), []
+        >>> def compute():
+        ...     calls.append(1)
+        ...     return PairLayerInputs(3, [np.ones((2, 4))], [np.zeros((1, 4))])
+        >>> _ = cached_layer_inputs(d, ["w", "t"], compute)
+        >>> again = cached_layer_inputs(d, ["w", "t"], compute)
+        >>> len(calls), again.layer, again.b[0].shape
+        (1, 3, (1, 4))
+    """
+    cache_dir = pathlib.Path(cache_dir)
+    key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:24]
+    path = cache_dir / f"layer-inputs-{key}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            if log is not None:
+                log(f"layer inputs: cached in {path}")
+            lengths_a, lengths_b = cached["lengths_a"], cached["lengths_b"]
+            a = np.split(cached["a"], np.cumsum(lengths_a)[:-1])
+            b = np.split(cached["b"], np.cumsum(lengths_b)[:-1])
+            return PairLayerInputs(int(cached["layer"]), a, b)
+    stream = compute()
+    if jax.process_index() == 0:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            layer=np.int64(stream.layer),
+            a=np.concatenate(stream.a),
+            b=np.concatenate(stream.b),
+            lengths_a=np.array([len(x) for x in stream.a], np.int64),
+            lengths_b=np.array([len(x) for x in stream.b], np.int64),
+        )
+        os.replace(tmp, path)
+    return stream
+
+
+def _progress_bar(description: str | None, total: int) -> Any:
+    if description is None:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="pair", leave=False)
+
+
 def pair_logps(
     model: Any,
     tokenized: Any,
@@ -136,11 +324,13 @@ def pair_logps(
     mesh: Any = None,
     time_chunk_size: int | None = None,
     progress: str | None = None,
+    layer_inputs: PairLayerInputs | None = None,
+    max_completion_length: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed completion log-probs of every pair's two responses under ``model``: ``[N]`` each.
 
-    Forward passes only, ``batch_size`` pairs at a time (the last batch padded), placed on
-    ``mesh`` when one is given.
+    Forward passes only, ``batch_size`` pairs at a time (shortest pairs first, so batches pad
+    to small buckets; the last batch padded), placed on ``mesh`` when one is given.
 
     Args:
       model: a :class:`raco_jax.models.Decoder` (adapters, if any, are used).
@@ -149,6 +339,10 @@ def pair_logps(
       mesh: a ``("data", "fsdp", "tensor")`` mesh, or None (default device).
       time_chunk_size: project hidden states to logits this many positions at a time.
       progress: a description: show a tqdm progress bar over the pairs (None: no bar).
+      layer_inputs: the pairs' :class:`PairLayerInputs`: start every forward pass at their
+        layer (the layers below must be those of ``model``, frozen).
+      max_completion_length: the pairs' completions hold at most this many tokens: project only
+        the positions that score them (:func:`raco_jax.train.step.completion_window`).
 
     Returns:
       ``(logps_a, logps_b)``, float32 ``[N]``.
@@ -170,18 +364,28 @@ def pair_logps(
     n = len(tokenized)
     logps_a = np.zeros(n, np.float32)
     logps_b = np.zeros(n, np.float32)
-    bar = None
-    if progress is not None:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, desc=progress, unit="pair", leave=False)
+    bar = _progress_bar(progress, n)
+    order = _length_order(tokenized)
+    first_layer = 0 if layer_inputs is None else layer_inputs.layer
     for start in range(0, n, batch_size):
-        indices = list(range(start, min(start + batch_size, n)))
+        indices = order[start : start + batch_size]
         fields = tokenized.collate(indices, batch_size=batch_size)
+        if layer_inputs is not None:
+            width = fields["input_ids"].shape[1]
+            fields["layer_inputs"] = layer_inputs.collate(indices, batch_size, width)
         batch = make_batch(**fields, validate=False)
+        check_completion_lengths(batch, max_completion_length)
         if mesh is not None:
             batch = shard_batch(batch, mesh)
-        out = host_array(compute_reference_logps(model, batch, time_chunk_size=time_chunk_size))
+        out = host_array(
+            compute_reference_logps(
+                model,
+                batch,
+                time_chunk_size=time_chunk_size,
+                first_layer=first_layer,
+                max_completion_length=max_completion_length,
+            )
+        )
         logps_a[indices] = out[: len(indices)]
         logps_b[indices] = out[batch_size : batch_size + len(indices)]
         if bar is not None:

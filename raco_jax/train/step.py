@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -65,6 +66,8 @@ from raco_jax.train.methods import (
 __all__ = [
     "TrainState",
     "TrainStep",
+    "check_completion_lengths",
+    "completion_window",
     "compute_reference_logps",
     "make_train_step",
     "policy_logps",
@@ -92,25 +95,64 @@ class TrainState(NamedTuple):
     ref_state: Any = None
 
 
+def completion_window(
+    loss_mask: jax.Array, max_completion_length: int
+) -> tuple[jax.Array, jax.Array]:
+    """The positions that score each row's completion: from the last prompt position (whose
+    logits predict the first completion token) on, ``max_completion_length + 1`` of them.
+
+    Returns:
+      ``(positions, inside)``: int32 ``[R, W]`` indices into the time axis (clamped to it) and
+      whether each lies inside it, ``W = min(max_completion_length + 1, T)``. A row whose
+      completion is at most ``max_completion_length`` tokens long has all its scored positions
+      in the window, so log-probs summed over it are the full ones.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.train.step import completion_window
+      >>> mask = jnp.array([[0, 0, 1, 1, 0], [0, 0, 0, 0, 1]])
+      >>> positions, inside = completion_window(mask, 2)
+      >>> positions.tolist(), inside.tolist()
+      ([[1, 2, 3], [3, 4, 4]], [[True, True, True], [True, True, False]])
+    """
+    length = loss_mask.shape[1]
+    width = min(int(max_completion_length) + 1, length)
+    start = jnp.maximum(jnp.argmax(loss_mask > 0, axis=1) - 1, 0)
+    positions = start[:, None] + jnp.arange(width, dtype=start.dtype)[None, :]
+    inside = positions < length
+    return jnp.minimum(positions, length - 1).astype(jnp.int32), inside
+
+
 def policy_logps(
     model: nnx.Module,
     batch: PreferenceBatch,
     vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK,
     time_chunk_size: int | None = None,
+    first_layer: int = 0,
+    max_completion_length: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Summed completion log-probs ``[2B]`` and token counts ``[2B]`` of a decoder on a batch.
 
     One forward over the 2B rows. With ``time_chunk_size`` the hidden states are projected
     ``time_chunk_size`` positions at a time (:func:`~raco_jax.preference.sequence_logps_from_hidden`
     with the model's ``logits_from_hidden``), so ``[2B, T, V]`` logits are never built; otherwise
-    the model's float32 logits go through the vocabulary-chunked log-softmax.
+    the model's float32 logits go through the vocabulary-chunked log-softmax. With
+    ``first_layer > 0`` the forward starts from ``batch.layer_inputs``, the stream entering that
+    layer (``Decoder.layer_inputs``, computed once where the layers below are frozen). With
+    ``max_completion_length`` (completions hold at most that many tokens, as
+    :func:`~raco_jax.data.tokenize_pairs` truncates them) only the positions of
+    :func:`completion_window` are projected onto the vocabulary: the same log-probs, without the
+    output projection of the prompt and padding positions (most of the cost of a small model
+    with a large vocabulary).
 
     Args:
       model: a :class:`raco_jax.models.Decoder` (anything with ``__call__(ids, mask)`` logits,
-        and ``hidden_states``/``logits_from_hidden`` for the time-chunked path).
+        and ``hidden_states``/``logits_from_hidden`` for the time-chunked and layer-input paths).
       batch: the batch.
       vocab_chunk_size: vocabulary chunk of the log-sum-exp.
       time_chunk_size: positions per chunk for the hidden-state path (None: full logits).
+      first_layer: the layer ``batch.layer_inputs`` enters (0: the batch has none).
+      max_completion_length: the longest completion in tokens (None: project every position).
 
     Returns:
       ``(logps, counts)``, float32 ``[2B]`` each.
@@ -132,16 +174,39 @@ def policy_logps(
     input_ids = jnp.asarray(batch.input_ids)
     attention_mask = jnp.asarray(batch.attention_mask)
     loss_mask = jnp.asarray(batch.loss_mask)
+    if (batch.layer_inputs is None) != (first_layer == 0):
+        raise ValueError(
+            f"batch.layer_inputs and first_layer go together; got first_layer={first_layer} "
+            f"and layer_inputs {'None' if batch.layer_inputs is None else 'given'}."
+        )
+    if time_chunk_size is None and first_layer == 0 and max_completion_length is None:
+        logits = model(input_ids, attention_mask)
+        return sequence_logps(logits, input_ids, loss_mask, chunk_size=vocab_chunk_size)
+    start = {} if first_layer == 0 else {"layer_inputs": batch.layer_inputs}
+    hidden, _ = model.hidden_states(input_ids, attention_mask, first_layer=first_layer, **start)
+    if max_completion_length is not None:
+        positions, inside = completion_window(loss_mask, max_completion_length)
+        hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+        input_ids = jnp.take_along_axis(input_ids, positions, axis=1)
+        loss_mask = jnp.take_along_axis(loss_mask, positions, axis=1) * inside
     if time_chunk_size is not None:
-        hidden, _ = model.hidden_states(input_ids, attention_mask)
         return sequence_logps_from_hidden(
             hidden, model.logits_from_hidden, input_ids, loss_mask, chunk_size=time_chunk_size
         )
-    logits = model(input_ids, attention_mask)
+    logits = model.logits_from_hidden(hidden)
     return sequence_logps(logits, input_ids, loss_mask, chunk_size=vocab_chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk_size", "time_chunk_size"))
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "vocab_chunk_size",
+        "time_chunk_size",
+        "first_layer",
+        "max_completion_length",
+    ),
+)
 def _reference_logps_jit(
     state: Any,
     batch: PreferenceBatch,
@@ -149,15 +214,24 @@ def _reference_logps_jit(
     graphdef: Any,
     vocab_chunk_size: int | None,
     time_chunk_size: int | None,
+    first_layer: int = 0,
+    max_completion_length: int | None = None,
 ) -> jax.Array:
     model = nnx.merge(graphdef, state)
-    return policy_logps(model, batch, vocab_chunk_size, time_chunk_size)[0]
+    return policy_logps(
+        model, batch, vocab_chunk_size, time_chunk_size, first_layer, max_completion_length
+    )[0]
 
 
 def _token_fields(batch: PreferenceBatch) -> PreferenceBatch:
     """Only the fields a forward pass needs (so cached log-probs do not change the jit key)."""
     return PreferenceBatch(
-        batch.input_ids, batch.attention_mask, batch.loss_mask, batch.signs, batch.labeled
+        batch.input_ids,
+        batch.attention_mask,
+        batch.loss_mask,
+        batch.signs,
+        batch.labeled,
+        layer_inputs=batch.layer_inputs,
     )
 
 
@@ -166,6 +240,8 @@ def compute_reference_logps(
     batches: PreferenceBatch | Iterable[PreferenceBatch],
     vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK,
     time_chunk_size: int | None = None,
+    first_layer: int = 0,
+    max_completion_length: int | None = None,
 ) -> jax.Array | list[jax.Array]:
     """Precomputes reference summed log-probs with a jitted forward (compiled once per shape).
 
@@ -174,6 +250,8 @@ def compute_reference_logps(
       batches: one :class:`~raco_jax.preference.PreferenceBatch` or an iterable of them.
       vocab_chunk_size: vocabulary chunk of the log-sum-exp.
       time_chunk_size: positions per chunk for the hidden-state path (None: full logits).
+      first_layer: the layer the batches' ``layer_inputs`` enter (0: none).
+      max_completion_length: the longest completion (see :func:`policy_logps`).
 
     Returns:
       ``[2B]`` float32 log-probs for one batch, or a list of them.
@@ -202,6 +280,8 @@ def compute_reference_logps(
             graphdef=graphdef,
             vocab_chunk_size=vocab_chunk_size,
             time_chunk_size=time_chunk_size,
+            first_layer=first_layer,
+            max_completion_length=max_completion_length,
         )
 
     if isinstance(batches, PreferenceBatch):
@@ -232,6 +312,32 @@ def with_reference_logps(
     batches = list(batches)
     logps = compute_reference_logps(model, batches, vocab_chunk_size, time_chunk_size)
     return [batch._replace(ref_logps=lp) for batch, lp in zip(batches, logps, strict=True)]
+
+
+def check_completion_lengths(batch: PreferenceBatch, max_completion_length: int | None) -> None:
+    """Raises ValueError when a (concrete) batch holds a completion longer than
+    ``max_completion_length`` tokens, which :func:`completion_window` would cut.
+
+    Example:
+      >>> from raco_jax.preference import make_batch
+      >>> from raco_jax.train.step import check_completion_lengths
+      >>> batch = make_batch([[1, 2, 3], [1, 4, 5]], [[1, 1, 1]] * 2, [[0, 1, 1]] * 2, [[1]])
+      >>> check_completion_lengths(batch, 1)
+      Traceback (most recent call last):
+      ...
+      ValueError: a completion has 2 tokens, more than max_completion_length=1: tokenize with max_completion_length=1.
+    """
+    if max_completion_length is None:
+        return
+    try:
+        longest = int(np.max(np.sum(np.asarray(batch.loss_mask) > 0, axis=1)))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    if longest > max_completion_length:
+        raise ValueError(
+            f"a completion has {longest} tokens, more than max_completion_length="
+            f"{max_completion_length}: tokenize with max_completion_length={max_completion_length}."
+        )
 
 
 def _first(tree: Any, key: str) -> Any:
@@ -301,6 +407,14 @@ class TrainStep:
         512 for a 150k vocabulary); None (default) uses the model's full logits.
       schedule: optional learning-rate schedule for the ``learning_rate`` metric.
       donate: donate the input state to the step.
+      first_layer: the decoder layer the batches' ``layer_inputs`` enter (0: batches hold
+        token ids only). Only for a policy whose layers below ``first_layer`` are frozen (LoRA
+        on the layers above, :class:`~raco_jax.models.LoRAConfig` ``layers``): their output is
+        computed once per pair (:func:`raco_jax.train.pair_logps.pair_layer_inputs`), and the
+        step runs the layers from ``first_layer`` on. The same computation: the losses and
+        gradients equal those of the full forward up to float rounding.
+      max_completion_length: completions hold at most this many tokens (checked on every
+        batch): only :func:`completion_window`'s positions are projected onto the vocabulary.
 
     The pieces are public and pure, so other loops can reuse them: :meth:`loss` (the losses of
     one micro-batch), :meth:`step` (one optimizer step, un-jitted), :meth:`eval_step` (the
@@ -350,6 +464,8 @@ class TrainStep:
         time_chunk_size: int | None = None,
         schedule: optax.Schedule | None = None,
         donate: bool = True,
+        first_layer: int = 0,
+        max_completion_length: int | None = None,
     ) -> None:
         check_method(method)
         if isinstance(objectives, str):
@@ -389,6 +505,12 @@ class TrainStep:
         self.time_chunk_size = time_chunk_size
         self.schedule = schedule
         self.donate = bool(donate)
+        if not isinstance(first_layer, int) or first_layer < 0:
+            raise ValueError(f"first_layer must be an int >= 0, got {first_layer!r}.")
+        self.first_layer = first_layer
+        if max_completion_length is not None and max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be >= 1, got {max_completion_length}.")
+        self.max_completion_length = max_completion_length
         self.graphdef, _, _ = nnx.split(model, wrt, ...)
         self.ref_graphdef: Any = None
         self._initialised = False
@@ -461,6 +583,11 @@ class TrainStep:
                 # keep a copy of it and share `rest` (for LoRA: a copy of the adapters only,
                 # which start as a zero update, so the reference is the base model).
                 ref_graphdef, ref_state = None, params
+            elif self.first_layer:
+                raise ValueError(
+                    "an explicit reference_model cannot start from the policy's layer_inputs "
+                    "(first_layer > 0): its lower layers differ."
+                )
             else:
                 ref_graphdef, ref_state = nnx.split(reference_model)
             if self._initialised and ref_graphdef != self.ref_graphdef:
@@ -519,6 +646,12 @@ class TrainStep:
                 f"the batch has {batch.num_pairs} pairs, not divisible into micro_batches="
                 f"{self.micro_batches}."
             )
+        check_completion_lengths(batch, self.max_completion_length)
+        if (batch.layer_inputs is None) != (self.first_layer == 0):
+            need = "hold layer_inputs (the stream entering it)" if self.first_layer else "hold none"
+            raise ValueError(
+                f"the step was built with first_layer={self.first_layer}: batches must {need}."
+            )
         if self.reference == "precomputed" and batch.ref_logps is None:
             raise ValueError(
                 "batch.ref_logps is None but reference='precomputed': fill it with "
@@ -553,14 +686,28 @@ class TrainStep:
           ``counts`` (response token counts), ``ref_logps`` and ``objective_losses``.
         """
         model = nnx.merge(self.graphdef, params, rest)
-        logps, counts = policy_logps(model, batch, self.vocab_chunk_size, self.time_chunk_size)
+        logps, counts = policy_logps(
+            model,
+            batch,
+            self.vocab_chunk_size,
+            self.time_chunk_size,
+            self.first_layer,
+            self.max_completion_length,
+        )
         if self.online:
             if self.ref_graphdef is None:
                 ref_model = nnx.merge(self.graphdef, ref_state, rest)
             else:
                 ref_model = nnx.merge(self.ref_graphdef, ref_state)
             ref_logps = jax.lax.stop_gradient(
-                policy_logps(ref_model, batch, self.vocab_chunk_size, self.time_chunk_size)[0]
+                policy_logps(
+                    ref_model,
+                    batch,
+                    self.vocab_chunk_size,
+                    self.time_chunk_size,
+                    self.first_layer,
+                    self.max_completion_length,
+                )[0]
             )
         elif self.reference == "precomputed":
             ref_logps = jnp.asarray(batch.ref_logps, jnp.float32)

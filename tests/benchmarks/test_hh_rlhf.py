@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import pathlib
+import sys
 from typing import Any
 
 import pytest
@@ -24,10 +25,15 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _load_benchmark() -> Any:
-    spec = importlib.util.spec_from_file_location("hh_rlhf", REPO / "benchmarks" / "hh_rlhf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # hh_rlhf imports benchmarks/preference_sweep.py by name: load it first (benchmarks/ stays off
+    # sys.path, where its models.py would shadow the namespace package tests/models)
+    for name in ("preference_sweep", "hh_rlhf"):
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    return sys.modules["hh_rlhf"]
 
 
 hh = _load_benchmark()
@@ -54,8 +60,9 @@ def _pool(n: int, tag: str) -> list[dict[str, str]]:
 
 def test_docstring_examples(monkeypatch) -> None:
     monkeypatch.chdir(REPO)
-    result = doctest.testmod(hh, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 6 and result.failed == 0
+    shared = sys.modules["preference_sweep"]  # the pieces hh_rlhf shares with conflict.py
+    results = [doctest.testmod(module, optionflags=doctest.ELLIPSIS) for module in (hh, shared)]
+    assert sum(r.attempted for r in results) >= 6 and sum(r.failed for r in results) == 0
 
 
 def test_split_is_disjoint_seeded_and_drops_identical_rows(tmp_path) -> None:
