@@ -11,7 +11,11 @@ within each repetition, and reports medians and the ratio to the memory-traffic 
 (2K+1)/(K+1): the baseline reads the K x P stack once and writes P; the Gram-based aggregators
 read it twice (Gram, then combine). It also times the dual solver alone under vmap over a batch of
 Gram matrices (K = 2..8), and one update of the path PyTorch libraries take (stack to the host,
-NumPy Gram, scipy SLSQP / minimize_scalar dual, NumPy combine, back to the device).
+NumPy Gram, scipy SLSQP / minimize_scalar dual, NumPy combine, back to the device). Then one big
+leaf [K, --big-leaf] (an embedding table): the Gram pass against XLA's dot and NumPy's BLAS, and
+whole updates against TorchJD's CAGrad; and TorchJD's CAGrad against our 64-leaf updates at every
+K (--peer-ks) and P. TorchJD runs only where it imports (a separate environment with
+``pip install "torchjd[cagrad]"`` and --system-site-packages): never a dependency of raco_jax.
 
 Prints a Markdown report; with --out also writes the raw numbers as JSON. Timings are never
 asserted in tests; record them in benchmarks/RESULTS.md with the machine and the date.
@@ -183,11 +187,90 @@ def bench_peer(k: int, total: int, repeats: int) -> dict:
     return {"K": k, "P": total, **med}
 
 
+def torchjd_cagrad(c: float):
+    """TorchJD's CAGrad aggregator (uniform weights, not clipped) or None when not installed.
+
+    TorchJD is a peer, installed for this benchmark only (``pip install "torchjd[cagrad]"`` in a
+    separate environment; it needs torch and cvxpy): never a dependency of raco_jax.
+    """
+    try:
+        from torchjd.aggregation import CAGrad
+    except ImportError:
+        return None
+    return CAGrad(c=c)
+
+
+def bench_big_leaf(ks, size: int, repeats: int) -> list[dict]:
+    """One [K, size] leaf (an LLM's embedding table is one leaf of 28M-600M parameters): the Gram
+    pass (raco_jax, XLA's dot, NumPy's BLAS) and whole updates (ours, TorchJD's CAGrad), timed
+    interleaved in this process on the same float32 numbers."""
+    import torch
+
+    rows = []
+    for k in ks:
+        leaf = jax.random.normal(jax.random.key(k), (k, size), jnp.float32)
+        host = np.asarray(leaf)
+        tree = {"embedding": leaf}
+        w = tuple(np.full(k, 1.0 / k, np.float32))
+        hi = jax.lax.Precision.HIGHEST
+        transforms = {
+            "weighted_sum (baseline)": raco_jax.weighted_sum(w, diagnostics=False),
+            "clipped_cagrad": raco_jax.clipped_cagrad(weights=w, c=0.4),
+            "cagrad": raco_jax.cagrad(c=0.4, weights=w),
+        }
+        fns = {
+            "Gram: raco_jax.gram_matrix": functools.partial(jax.jit(raco_jax.gram_matrix), tree),
+            "Gram: jnp.einsum (XLA dot)": functools.partial(
+                jax.jit(lambda x, hi=hi: jnp.einsum("kp,lp->kl", x, x, precision=hi)), leaf
+            ),
+            "Gram: NumPy x @ x.T (BLAS)": lambda host=host: host @ host.T,
+        }
+        fns |= {
+            f"update: {name}": functools.partial(jax.jit(tx.update), tree, tx.init(None))
+            for name, tx in transforms.items()
+        }
+        peer = torchjd_cagrad(0.4)
+        if peer is not None:
+            matrix = torch.from_numpy(host)
+            fns["update: TorchJD CAGrad (torch, cvxpy)"] = lambda peer=peer, m=matrix: peer(m)
+        medians = time_interleaved(fns, repeats)
+        rows += [{"K": k, "P": size, "what": n, "median_ms": ms} for n, ms in medians.items()]
+    return rows
+
+
+def bench_torchjd(ks, sizes, repeats: int) -> list[dict]:
+    """clipped_cagrad and cagrad (jit, 64 leaves) against TorchJD's CAGrad on the same numbers as
+    one [K, P] matrix (its native input; the concatenation is not timed)."""
+    import torch
+
+    peer = torchjd_cagrad(0.4)
+    if peer is None:
+        return []
+    rows = []
+    for k in ks:
+        w = tuple(np.full(k, 1.0 / k, np.float32))
+        for total in sizes:
+            tree = stacked_tree(k, int(total), jnp.float32)
+            matrix = torch.from_numpy(
+                np.concatenate([np.asarray(x).reshape(k, -1) for x in tree.values()], axis=1)
+            )
+            fns = {}
+            for name, tx in (
+                ("clipped_cagrad", raco_jax.clipped_cagrad(weights=w, c=0.4)),
+                ("cagrad", raco_jax.cagrad(c=0.4, weights=w)),
+            ):
+                fns[name] = functools.partial(jax.jit(tx.update), tree, tx.init(None))
+            fns["TorchJD CAGrad"] = lambda m=matrix: peer(m)
+            medians = time_interleaved(fns, repeats)
+            rows.append({"K": k, "P": int(total), **medians})
+    return rows
+
+
 def _fmt_p(p: int) -> str:
     return f"1e{round(np.log10(p))}"
 
 
-def report(update_rows, solver_rows, peer_row, meta) -> str:
+def report(update_rows, solver_rows, peer_row, meta, big_rows=(), torchjd_rows=()) -> str:
     lines = [
         f"Machine: {meta['machine']}; JAX {meta['jax']} ({meta['backend']}, {meta['devices']}); "
         f"dtype {meta['dtype']}; {meta['repeats']} repetitions, medians; {meta['date']}.",
@@ -223,7 +306,43 @@ def report(update_rows, solver_rows, peer_row, meta) -> str:
             "|---|---|",
         ]
         lines += [f"| {n} | {peer_row[n]:.3f} |" for n in names]
+    if big_rows:
+        lines += [
+            "",
+            "One big leaf [K, P] (float32): the Gram pass and whole updates, ms (ratio to NumPy's "
+            "BLAS Gram for the Gram rows, to TorchJD's CAGrad for the update rows):",
+            "",
+            "| K | P | what | median ms | ratio |",
+            "|---|---|---|---|---|",
+        ]
+        for (k, p), group in _groups(big_rows):
+            blas = group.get("Gram: NumPy x @ x.T (BLAS)")
+            peer = group.get("update: TorchJD CAGrad (torch, cvxpy)")
+            for what, ms in group.items():
+                ref = blas if what.startswith("Gram") else peer
+                ratio = f"{ms / ref:.2f}" if ref else "-"
+                lines.append(f"| {k} | {_fmt_p(p)} | {what} | {ms:.2f} | {ratio} |")
+    if torchjd_rows:
+        lines += [
+            "",
+            "Against TorchJD's CAGrad (64 leaves for raco_jax; one [K, P] matrix for TorchJD), ms:",
+            "",
+            "| K | P | clipped_cagrad | cagrad | TorchJD CAGrad | TorchJD / clipped |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in torchjd_rows:
+            lines.append(
+                f"| {r['K']} | {_fmt_p(r['P'])} | {r['clipped_cagrad']:.2f} | {r['cagrad']:.2f} | "
+                f"{r['TorchJD CAGrad']:.2f} | {r['TorchJD CAGrad'] / r['clipped_cagrad']:.2f}x |"
+            )
     return "\n".join(lines)
+
+
+def _groups(rows) -> list[tuple[tuple[int, int], dict[str, float]]]:
+    groups: dict[tuple[int, int], dict[str, float]] = {}
+    for r in rows:
+        groups.setdefault((r["K"], r["P"]), {})[r["what"]] = r["median_ms"]
+    return list(groups.items())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -234,6 +353,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", default="1e5,1e6,1e7")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--solver-batch", type=int, default=1024)
+    parser.add_argument("--big-leaf", default="1e7", help="size of the single-leaf case (0: skip)")
+    parser.add_argument(
+        "--peer-ks", default="2,4,8", help="K of the TorchJD comparison (when torchjd imports)"
+    )
     parser.add_argument("--out", default=None, help="write raw numbers to this JSON file")
     args = parser.parse_args(argv)
     ks = [int(x) for x in args.ks.split(",")]
@@ -256,9 +379,20 @@ def main(argv: list[str] | None = None) -> dict:
         range(2, 9) if not args.quick else [2, 3], args.solver_batch, repeats
     )
     peer_row = bench_peer(4, sizes[min(1, len(sizes) - 1)], max(3, repeats // 3))
-    text = report(update_rows, solver_rows, peer_row, meta)
+    big_size = int(float(args.big_leaf)) if not args.quick else 10**6
+    big_rows = bench_big_leaf(ks, big_size, repeats) if big_size else []
+    peer_ks = [int(x) for x in args.peer_ks.split(",")] if not args.quick else [2]
+    torchjd_rows = bench_torchjd(peer_ks, sizes, max(3, repeats // 2))
+    text = report(update_rows, solver_rows, peer_row, meta, big_rows, torchjd_rows)
     print(text)
-    results = {"meta": meta, "updates": update_rows, "solver": solver_rows, "peer": peer_row}
+    results = {
+        "meta": meta,
+        "updates": update_rows,
+        "solver": solver_rows,
+        "peer": peer_row,
+        "big_leaf": big_rows,
+        "torchjd": torchjd_rows,
+    }
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

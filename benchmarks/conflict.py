@@ -69,6 +69,7 @@ from preference_sweep import (
     HH_SUBSETS,
     SHARED_DATA,
     align_config,
+    default_model,
     markdown_table,
     read_rows,
     run_diagnostics,
@@ -955,14 +956,9 @@ def _train_seconds(run_dirs: Sequence[str]) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setting = SETTINGS[args.setting]
-    if args.model is None:
-        from raco_jax.models.bundled import RealWeightsUnavailable, smollm2_135m_instruct_gguf
-
-        try:
-            args.model = str(smollm2_135m_instruct_gguf())
-        except RealWeightsUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    status = default_model(args)
+    if status is not None:
+        return status
     import jax
 
     from raco_jax.data import conflicting_pairs

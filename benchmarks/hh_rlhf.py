@@ -53,6 +53,7 @@ import numpy as np
 from preference_sweep import (
     HH_SUBSETS,
     align_config,
+    default_model,
     floats,
     hh_subset_files,
     metric_rows,
@@ -393,17 +394,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.model is None:
-        from raco_jax.models.bundled import (
-            RealWeightsUnavailable,
-            smollm2_135m_instruct_gguf,
-        )
-
-        try:
-            args.model = str(smollm2_135m_instruct_gguf())
-        except RealWeightsUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    status = default_model(args)
+    if status is not None:
+        return status
     import jax
 
     from raco_jax.evaluate.preferences import evaluate_preference_runs

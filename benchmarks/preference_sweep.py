@@ -22,6 +22,7 @@ import gzip
 import itertools
 import json
 import pathlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -198,6 +199,25 @@ def split_hh_subsets(
 
 
 # -- runs ---------------------------------------------------------------------------------------
+
+
+def default_model(args: argparse.Namespace) -> int | None:
+    """Fills ``args.model`` with the bundled SmolLM2-135M-Instruct GGUF when it is None.
+
+    Returns:
+      None, or 2 (after printing one line to stderr) when the bundled weights are not installed:
+      the exit status of the benchmark.
+    """
+    if args.model is not None:
+        return None
+    from raco_jax.models.bundled import RealWeightsUnavailable, smollm2_135m_instruct_gguf
+
+    try:
+        args.model = str(smollm2_135m_instruct_gguf())
+    except RealWeightsUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return None
 
 
 def align_config(args: argparse.Namespace, **fields: Any) -> Any:
