@@ -282,31 +282,48 @@ def cached_layer_inputs(
         >>> len(calls), again.layer, again.b[0].shape
         (1, 3, (1, 4))
     """
+
+    def arrays() -> dict[str, np.ndarray]:
+        stream = compute()
+        return {
+            "layer": np.int64(stream.layer),
+            "a": np.concatenate(stream.a),
+            "b": np.concatenate(stream.b),
+            "lengths_a": np.array([len(x) for x in stream.a], np.int64),
+            "lengths_b": np.array([len(x) for x in stream.b], np.int64),
+        }
+
+    cached = _npz_cache(cache_dir, "layer-inputs", key_parts, arrays, "layer inputs", log)
+    a = np.split(cached["a"], np.cumsum(cached["lengths_a"])[:-1])
+    b = np.split(cached["b"], np.cumsum(cached["lengths_b"])[:-1])
+    return PairLayerInputs(int(cached["layer"]), a, b)
+
+
+def _npz_cache(
+    cache_dir: str | os.PathLike,
+    kind: str,
+    key_parts: Sequence[str],
+    compute: Callable[[], dict[str, np.ndarray]],
+    what: str,
+    log: Callable[[str], None] | None,
+) -> dict[str, np.ndarray]:
+    """``compute()`` once per key: the arrays of ``<cache_dir>/<kind>-<key>.npz``, the key a
+    hash of ``key_parts``; written atomically (a crash leaves no partial file), by process 0."""
     cache_dir = pathlib.Path(cache_dir)
     key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:24]
-    path = cache_dir / f"layer-inputs-{key}.npz"
+    path = cache_dir / f"{kind}-{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
             if log is not None:
-                log(f"layer inputs: cached in {path}")
-            lengths_a, lengths_b = cached["lengths_a"], cached["lengths_b"]
-            a = np.split(cached["a"], np.cumsum(lengths_a)[:-1])
-            b = np.split(cached["b"], np.cumsum(lengths_b)[:-1])
-            return PairLayerInputs(int(cached["layer"]), a, b)
-    stream = compute()
+                log(f"{what}: cached in {path}")
+            return {name: cached[name] for name in cached.files}
+    arrays = compute()
     if jax.process_index() == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            layer=np.int64(stream.layer),
-            a=np.concatenate(stream.a),
-            b=np.concatenate(stream.b),
-            lengths_a=np.array([len(x) for x in stream.a], np.int64),
-            lengths_b=np.array([len(x) for x in stream.b], np.int64),
-        )
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    return stream
+    return arrays
 
 
 def _progress_bar(description: str | None, total: int) -> Any:
@@ -417,18 +434,10 @@ def cached_pair_logps(
         >>> len(calls), b.tolist()
         (1, [1.0, 1.0])
     """
-    cache_dir = pathlib.Path(cache_dir)
-    key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:24]
-    path = cache_dir / f"{kind}-{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            if log is not None:
-                log(f"{kind}: cached log-probs from {path}")
-            return cached["a"], cached["b"]
-    logps_a, logps_b = compute()
-    if jax.process_index() == 0:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, a=logps_a, b=logps_b)
-        os.replace(tmp, path)
-    return logps_a, logps_b
+
+    def arrays() -> dict[str, np.ndarray]:
+        logps_a, logps_b = compute()
+        return {"a": logps_a, "b": logps_b}
+
+    cached = _npz_cache(cache_dir, kind, key_parts, arrays, f"{kind} log-probs", log)
+    return cached["a"], cached["b"]
