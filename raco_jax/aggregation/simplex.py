@@ -17,7 +17,9 @@ objectives (2^K - 1 of them, a static set) the KKT system restricted to S is sol
 objective is evaluated at every feasible candidate; the smallest value wins. The optimum has some
 support, so it is always among the candidates. Singular faces (linearly dependent gradients,
 zero gradients, 0 inside the hull) contribute their null-space point. For K = 2 the CAGrad dual
-also has the paper's closed form (:func:`cagrad_dual_two`).
+also has the paper's closed form (:func:`cagrad_dual_two`). For the CAGrad dual a primal
+active-set method (:func:`cagrad_dual_active_set`: a few Cholesky solves of one face, with a KKT
+certificate) runs first, and the enumeration only where its answer is not certified.
 
 Everything is pure ``jax.numpy``: it runs under ``jit`` and ``vmap`` with no host callback and no
 Python branching on traced values. Cost is O(2^K K^3) flops, independent of the parameter count;
@@ -42,6 +44,7 @@ __all__ = [
     "FaceSystems",
     "anchored_value",
     "cagrad_dual",
+    "cagrad_dual_active_set",
     "cagrad_dual_anchored",
     "cagrad_dual_enumerate",
     "cagrad_dual_solution",
@@ -62,6 +65,13 @@ _SINGULAR_TOL = 1e-6
 _ANCHOR_RATIO2 = 1e-2
 # Tolerated negative coordinate before a candidate counts as infeasible (then clamped to 0).
 _FEASIBILITY_TOL = 1e-5
+# Active-set path: relative KKT tolerance of the reduced gradient (entering threshold and
+# certificate, scaled per coordinate by its rounding bound), and the smallest squared Cholesky
+# pivot of a unit-diagonal face.
+_ACTIVE_SET_TOL = 1e-6
+_ACTIVE_SET_PIVOT = 1e-6
+# Below this K the enumeration (2^K - 1 <= 7 faces) is as fast as the active set.
+_ACTIVE_SET_MIN_K = 4
 
 
 @functools.cache
@@ -372,51 +382,11 @@ def _anchored_faces(
     return _AnchoredFaces(faces, anchored, onehot, w_out, rhs_ones, rhs_inner)
 
 
-def cagrad_dual_anchored(
-    gram: jax.Array,
-    weights: jax.Array,
-    s: jax.Array,
-    anchor_inner: jax.Array | None = None,
-    anchor_norm2: jax.Array | None = None,
+def _cagrad_dual_enumeration(
+    gram: jax.Array, weights: jax.Array, s: jax.Array, b: jax.Array, n0: jax.Array
 ) -> CagradDualSolution:
-    r"""Solves the CAGrad dual exactly by support enumeration, around the anchor :math:`g_0`.
-
-    Every support S gives a candidate. On a regular S, stationarity of
-    :math:`b^\top p + s\sqrt{p^\top H p}` on the affine hull gives, with
-    :math:`h = H_S^{-1} 1`, :math:`u = H_S^{-1} b`, :math:`\alpha = 1^\top h`,
-    :math:`\beta = 1^\top u`, :math:`\gamma = b^\top u`, the multiplier
-    :math:`\lambda = (\beta + \sqrt{\beta^2 - \alpha(\gamma - s^2)})/\alpha` and
-    :math:`p = (\lambda h - u)/\sqrt{\beta^2 - \alpha(\gamma - s^2)}`. When the partial
-    anchor :math:`g_S = \sum_{k \in S} w_k g_k` cancels (:math:`\|g_S\| < 0.1 \sum_{k\in S}
-    w_k \|g_k\|`), h and u are computed in the basis :math:`[g_S, g_k (k \ne j)]` (j the
-    support's largest term :math:`w_k\|g_k\|`), whose Gram block holds products taken
-    from the anchor and stays well conditioned when :math:`g_S` nearly cancels (a weighted
-    stationary point); the offset :math:`p - w` is then formed without cancellation. Singular
-    supports give their null-space point, vertices are always candidates; every candidate is
-    scored by :func:`anchored_value`.
-
-    Args:
-      gram: trace-normalised ``[K, K]`` Gram matrix.
-      weights: ``[K]`` anchor weights w.
-      s: the correction radius ``c * ||g_0||`` in the same units.
-      anchor_inner: ``[K]`` :math:`\langle g_k, g_0\rangle` in the same units, computed from
-        the vectors (None: ``gram @ weights``, which loses its digits when g_0 cancels).
-      anchor_norm2: :math:`\|g_0\|^2` likewise (None: ``w^T H w``).
-
-    Returns:
-      A :class:`CagradDualSolution` ``(p, offset, value)``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from raco_jax.aggregation.simplex import cagrad_dual_anchored
-      >>> gram = jnp.array([[17.0, -5.0], [-5.0, 2.0]]) / 19.0
-      >>> w = jnp.array([0.2, 0.8])
-      >>> sol = cagrad_dual_anchored(gram, w, 0.5 * jnp.sqrt(w @ gram @ w))
-      >>> [round(float(x), 4) for x in sol.p], [round(float(x), 4) for x in sol.offset]
-      ([0.3561, 0.6439], [0.1561, -0.1561])
-    """
+    """The support enumeration of :func:`cagrad_dual_anchored` (b, n0: the anchor products)."""
     k = gram.shape[-1]
-    b, n0 = _anchor_quantities(gram, weights, anchor_inner, anchor_norm2)
     af = _anchored_faces(gram, weights, b, n0)
     faces, anchored, onehot = af.faces, af.anchored, af.onehot
     scale = faces.scale  # [M, K]
@@ -473,12 +443,291 @@ def cagrad_dual_anchored(
     return CagradDualSolution(weights + x, x, value)
 
 
+class _ActiveSetState(NamedTuple):
+    iteration: jax.Array  # int32 scalar
+    mask: jax.Array  # [K] bool, the current support S
+    p: jax.Array  # [K] feasible point, zero off S
+    done: jax.Array  # bool: p is the minimiser on S's face and no coordinate should enter
+    failed: jax.Array  # bool: a face was singular, a step unbounded or a value non-finite
+
+
+def _active_set_face(
+    corr: jax.Array, scale: jax.Array, b: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(h, u, regular)``: :math:`H_S^{-1} 1` and :math:`H_S^{-1} b` by one Cholesky of the
+    unit-diagonal face (identity off S), with ``regular`` iff every pivot exceeds the tolerance."""
+    m = mask.astype(corr.dtype)
+    mat = corr * (m[:, None] * m[None, :]) + jnp.diag(1.0 - m)
+    chol = jnp.linalg.cholesky(mat)
+    rhs = jnp.stack([scale * m, scale * b * m], axis=-1)
+    y = jax.lax.linalg.triangular_solve(chol, rhs, left_side=True, lower=True)
+    z = jax.lax.linalg.triangular_solve(chol, y, left_side=True, lower=True, transpose_a=True)
+    z = z * (scale * m)[:, None]
+    pivots = jnp.diagonal(chol)
+    regular = jnp.all(pivots * pivots > _ACTIVE_SET_PIVOT) & jnp.all(jnp.isfinite(z))
+    return z[:, 0], z[:, 1], regular
+
+
+def cagrad_dual_active_set(
+    gram: jax.Array,
+    weights: jax.Array,
+    s: jax.Array,
+    anchor_inner: jax.Array | None = None,
+    anchor_norm2: jax.Array | None = None,
+    max_iterations: int | None = None,
+) -> tuple[CagradDualSolution, jax.Array]:
+    r"""Solves the CAGrad dual by a primal active-set method and certifies the answer.
+
+    A primal active-set method for :math:`\min_{p \in \Delta} \Phi(p) = b^\top p +
+    s\sqrt{p^\top H p}` (convex) that keeps a feasible point p with support S. It starts at
+    the best vertex (:math:`\arg\min_k b_k + s\sqrt{H_{kk}}`); every iteration solves the
+    stationarity system of S's face in closed form, as in :func:`cagrad_dual_anchored`
+    (:math:`h = H_S^{-1} 1`, :math:`u = H_S^{-1} b`, :math:`\alpha = 1^\top h`,
+    :math:`\beta = 1^\top u`, :math:`\gamma = b^\top u`,
+    :math:`\delta = \beta^2 - \alpha(\gamma - s^2)`; one Cholesky of the unit-diagonal
+    face), then
+
+    * if :math:`\delta > 0` and the face minimiser :math:`q = (\lambda h - u)/\sqrt\delta`,
+      :math:`\lambda = (\beta + \sqrt\delta)/\alpha`, is feasible: p = q, and the coordinate
+      with the most negative reduced gradient enters S, where the gradient is
+      :math:`\nabla\Phi(p) = b + s H p / \sqrt{p^\top H p}` and the reduced gradient
+      :math:`\nabla_k\Phi(p) - p^\top\nabla\Phi(p)`; if none is below :math:`-\epsilon`, p is
+      optimal;
+    * if q is infeasible: p moves toward q up to the first coordinate that reaches 0, which
+      leaves S;
+    * if :math:`\delta \le 0` (:math:`\Phi` is unbounded below on the face's affine hull):
+      p moves along the descent ray :math:`\beta h - \alpha u` (its slope
+      :math:`\sqrt{\alpha\gamma - \beta^2}\,(s\sqrt\alpha - \sqrt{\alpha\gamma - \beta^2})`
+      is negative exactly when :math:`\delta < 0`) up to the first coordinate that reaches 0.
+
+    :math:`\Phi` decreases at every step, so the method is finite in exact arithmetic; it runs in a
+    ``lax.while_loop`` of at most ``max_iterations`` (default 3K) steps of O(K^3) flops.
+
+    The answer is **certified** when the loop converged without a singular face (every Cholesky
+    pivot of the unit-diagonal face above 1e-6) or an unbounded step, s > 0, and the KKT
+    conditions on the simplex hold afresh from H: the reduced gradient
+    :math:`r_k = \nabla_k\Phi(p) - p^\top\nabla\Phi(p)` is 0 on S and non-negative off S to
+    within :math:`\epsilon_k = 10^{-6} (\|g_k\| + \sum_j p_j \|g_j\|)(\|g_0\|
+    + s \sum_j p_j \|g_j\| / \|G_p\|)`, a bound on its rounding per coordinate (so objectives
+    with tiny gradients, and a short :math:`g_0`, are resolved too); by convexity
+    :math:`\Phi(p) - \Phi(p^*) \le -\min_k r_k`. Also :math:`G_p = \sum_k p_k g_k` must not
+    cancel (:math:`\|G_p\|^2` at least 1e-2 of its rounding scale, see
+    :func:`combination_norm2`), and the final support's
+    weighted partial sum :math:`g_S = \sum_{k\in S} w_k g_k` does not cancel (the supports
+    that :func:`cagrad_dual_anchored`'s enumeration solves in the anchored basis). A certified
+    answer is the enumeration's candidate of the same support; an uncertified one must be
+    discarded (see :func:`cagrad_dual_anchored`, which then falls back to the enumeration).
+
+    Args:
+      gram: trace-normalised ``[K, K]`` Gram matrix.
+      weights: ``[K]`` anchor weights w.
+      s: the correction radius ``c * ||g_0||`` in the same units.
+      anchor_inner, anchor_norm2: exact anchor products (see :func:`cagrad_dual_anchored`).
+      max_iterations: the iteration cap (static; default ``3 * K``).
+
+    Returns:
+      ``(solution, certified)``: a :class:`CagradDualSolution` and a boolean scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import cagrad_dual_active_set
+      >>> gram = jnp.array([[17.0, -5.0], [-5.0, 2.0]]) / 19.0
+      >>> w = jnp.array([0.2, 0.8])
+      >>> sol, certified = cagrad_dual_active_set(gram, w, 0.5 * jnp.sqrt(w @ gram @ w))
+      >>> [round(float(x), 4) for x in sol.p], bool(certified)
+      ([0.3561, 0.6439], True)
+    """
+    b, n0 = _anchor_quantities(gram, weights, anchor_inner, anchor_norm2)
+    return _active_set(gram, weights, jnp.asarray(s, gram.dtype), b, n0, max_iterations)
+
+
+def _active_set(
+    gram: jax.Array,
+    weights: jax.Array,
+    s: jax.Array,
+    b: jax.Array,
+    n0: jax.Array,
+    max_iterations: int | None,
+) -> tuple[CagradDualSolution, jax.Array]:
+    k = gram.shape[-1]
+    dtype = gram.dtype
+    max_iterations = 3 * k if max_iterations is None else int(max_iterations)
+    diag = jnp.diagonal(gram)
+    unit = jnp.maximum(jnp.max(diag), 1e-30)
+    alive = diag > 1e-12 * unit
+    scale = jnp.where(alive, jax.lax.rsqrt(jnp.where(alive, diag, 1.0)), 1.0)
+    corr = gram * scale[:, None] * scale[None, :]
+    norms = jnp.sqrt(jnp.maximum(diag, 0.0))
+    eye = jnp.eye(k, dtype=dtype)
+
+    def reduced_gradient(p: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(r, tol, ok)``: r = grad Phi(p) - p.grad Phi(p) and its rounding tolerance."""
+        hp = gram @ p
+        # ||G_p||^2 in the better-rounded form; a G_p that cancels (as near a weighted
+        # stationary point, p ~ w) is not resolved by H: not certified (the enumeration's
+        # anchored faces handle it).
+        norm2, rounding = combination_norm2(gram, weights, b, n0, p - weights)
+        ok = norm2 > _ANCHOR_RATIO2 * rounding
+        inv_norm = jax.lax.rsqrt(jnp.where(ok, norm2, 1.0))
+        g = b + s * hp * inv_norm
+        # grad_k = <g_k, g_0> + s <g_k, G_p>/||G_p||: b is given, H p rounds like
+        # ||g_k|| (p.norms), so grad_k rounds within ||g_k|| * radius and p.grad within
+        # (p.norms) * radius: the tolerance scales with both, per coordinate.
+        p_norms = p @ norms
+        radius = jnp.sqrt(jnp.maximum(n0, 0.0)) + s * p_norms * inv_norm
+        tol = _ACTIVE_SET_TOL * (norms + p_norms) * radius
+        r = g - p @ g
+        return r, tol, ok & jnp.all(jnp.isfinite(r))
+
+    def step(state: _ActiveSetState) -> _ActiveSetState:
+        mask, p = state.mask, state.p
+        h, u, regular = _active_set_face(corr, scale, b, mask)
+        alpha, beta, gamma = jnp.sum(h), jnp.sum(u), b @ u
+        disc = beta**2 - alpha * (gamma - s**2)
+        bounded = (alpha > 0) & (disc > 1e-12 * jnp.maximum(beta**2, 1e-30))
+        root = jnp.sqrt(jnp.where(bounded, disc, 1.0))
+        lam = (beta + root) / jnp.where(alpha > 0, alpha, 1.0)
+        q = jnp.where(mask, (lam * h - u) / root, 0.0)
+        q_total = jnp.sum(q)
+        q = q / jnp.where(q_total > 0, q_total, 1.0)
+        optimal_face = bounded & jnp.all(q >= 0) & (q_total > 0)
+        # The face minimiser is feasible: p = q, and the most violated coordinate enters.
+        r, tol, g_ok = reduced_gradient(q)
+        enter = jnp.argmin(jnp.where(mask, jnp.inf, r / (tol + 1e-30)))
+        adds = ~mask[enter] & (r[enter] < -tol[enter])
+        # Otherwise: a ratio test toward q (bounded face) or along the descent ray (unbounded).
+        direction = jnp.where(bounded, q - p, jnp.where(mask, beta * h - alpha * u, 0.0))
+        shrinking = mask & (direction < 0)
+        ratios = jnp.where(shrinking, p / jnp.where(shrinking, -direction, 1.0), jnp.inf)
+        leave = jnp.argmin(ratios)
+        t = jnp.minimum(ratios[leave], jnp.where(bounded, 1.0, jnp.inf))
+        moved = jnp.where(eye[leave] > 0, 0.0, jnp.maximum(p + t * direction, 0.0))
+        moved = moved / jnp.maximum(jnp.sum(moved), 1e-30)
+        step_ok = jnp.isfinite(t) & jnp.all(jnp.isfinite(moved))
+        new_mask = jnp.where(
+            optimal_face, mask | (adds & (eye[enter] > 0)), mask & (eye[leave] <= 0)
+        )
+        failed = ~regular | jnp.where(optimal_face, ~g_ok, ~step_ok)
+        return _ActiveSetState(
+            state.iteration + 1,
+            new_mask,
+            jnp.where(optimal_face, q, moved),
+            optimal_face & ~adds,
+            state.failed | failed,
+        )
+
+    def running(state: _ActiveSetState) -> jax.Array:
+        return (state.iteration < max_iterations) & ~state.done & ~state.failed
+
+    start = jnp.argmin(b + s * jnp.sqrt(jnp.maximum(diag, 0.0)))
+    init = _ActiveSetState(
+        jnp.zeros((), jnp.int32), eye[start] > 0, eye[start], jnp.zeros((), bool), ~(s > 0)
+    )
+    final = jax.lax.while_loop(running, step, init)
+    p = final.p
+    # KKT on the simplex, afresh from H: r = 0 on S and r >= 0 off S, to rounding; then
+    # Phi(p) - Phi(p*) <= -min_k r_k (convexity).
+    r, tol, g_ok = reduced_gradient(p)
+    kkt = jnp.all(jnp.where(final.mask, jnp.abs(r) <= tol, r >= -tol))
+    # The enumeration solves supports whose weighted partial sum cancels in the anchored basis.
+    w_out = jnp.where(final.mask, 0.0, weights)
+    partial_norm2, _ = combination_norm2(gram, weights, b, n0, -w_out)
+    upper = (jnp.where(final.mask, weights, 0.0) @ norms) ** 2
+    anchored = (partial_norm2 < _ANCHOR_RATIO2 * upper) & (upper > 0)
+    x = p - weights
+    value = anchored_value(gram, weights, b, n0, s, x)
+    certified = (
+        final.done
+        & ~final.failed
+        & g_ok
+        & kkt
+        & ~anchored
+        & jnp.isfinite(value)
+        & jnp.all(jnp.isfinite(x))
+    )
+    return CagradDualSolution(p, x, value), certified
+
+
+def cagrad_dual_anchored(
+    gram: jax.Array,
+    weights: jax.Array,
+    s: jax.Array,
+    anchor_inner: jax.Array | None = None,
+    anchor_norm2: jax.Array | None = None,
+    *,
+    solver: str = "auto",
+) -> CagradDualSolution:
+    r"""Solves the CAGrad dual exactly, around the anchor :math:`g_0`.
+
+    ``solver="auto"`` (the default) with K >= 4 first runs the active-set method of
+    :func:`cagrad_dual_active_set` (a few Cholesky solves of one K x K face) and keeps its
+    answer when it certifies it; otherwise (singular or nearly singular faces, unbounded steps,
+    a cancelling anchored support, zero gradients in the support, s = 0, no convergence) it
+    falls back to the support enumeration below through ``jax.lax.cond``, so a single call pays
+    for the enumeration only when it is needed. Under ``vmap`` that ``cond`` becomes a select:
+    both paths run for the whole batch (the batched active set adds a few percent to the
+    enumeration's cost). The ``"auto"`` path is not reverse-differentiable (a ``while_loop``);
+    ``solver="enumerate"``, and K <= 3 (at most 7 faces, as fast as the active set), always
+    enumerate.
+
+    Support enumeration: every support S gives a candidate. On a regular S, stationarity of
+    :math:`b^\top p + s\sqrt{p^\top H p}` on the affine hull gives, with
+    :math:`h = H_S^{-1} 1`, :math:`u = H_S^{-1} b`, :math:`\alpha = 1^\top h`,
+    :math:`\beta = 1^\top u`, :math:`\gamma = b^\top u`, the multiplier
+    :math:`\lambda = (\beta + \sqrt{\beta^2 - \alpha(\gamma - s^2)})/\alpha` and
+    :math:`p = (\lambda h - u)/\sqrt{\beta^2 - \alpha(\gamma - s^2)}`. When the partial
+    anchor :math:`g_S = \sum_{k \in S} w_k g_k` cancels (:math:`\|g_S\| < 0.1 \sum_{k\in S}
+    w_k \|g_k\|`), h and u are computed in the basis :math:`[g_S, g_k (k \ne j)]` (j the
+    support's largest term :math:`w_k\|g_k\|`), whose Gram block holds products taken
+    from the anchor and stays well conditioned when :math:`g_S` nearly cancels (a weighted
+    stationary point); the offset :math:`p - w` is then formed without cancellation. Singular
+    supports give their null-space point, vertices are always candidates; every candidate is
+    scored by :func:`anchored_value`.
+
+    Args:
+      gram: trace-normalised ``[K, K]`` Gram matrix.
+      weights: ``[K]`` anchor weights w.
+      s: the correction radius ``c * ||g_0||`` in the same units.
+      anchor_inner: ``[K]`` :math:`\langle g_k, g_0\rangle` in the same units, computed from
+        the vectors (None: ``gram @ weights``, which loses its digits when g_0 cancels).
+      anchor_norm2: :math:`\|g_0\|^2` likewise (None: ``w^T H w``).
+      solver: ``"auto"`` (certified active set, enumeration as the fallback) or
+        ``"enumerate"`` (static).
+
+    Returns:
+      A :class:`CagradDualSolution` ``(p, offset, value)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from raco_jax.aggregation.simplex import cagrad_dual_anchored
+      >>> gram = jnp.array([[17.0, -5.0], [-5.0, 2.0]]) / 19.0
+      >>> w = jnp.array([0.2, 0.8])
+      >>> sol = cagrad_dual_anchored(gram, w, 0.5 * jnp.sqrt(w @ gram @ w))
+      >>> [round(float(x), 4) for x in sol.p], [round(float(x), 4) for x in sol.offset]
+      ([0.3561, 0.6439], [0.1561, -0.1561])
+      >>> sol = cagrad_dual_anchored(gram, w, 0.5 * jnp.sqrt(w @ gram @ w), solver="enumerate")
+      >>> [round(float(x), 4) for x in sol.p]
+      [0.3561, 0.6439]
+    """
+    if solver not in ("auto", "enumerate"):
+        raise ValueError(f"solver must be 'auto' or 'enumerate', got {solver!r}.")
+    b, n0 = _anchor_quantities(gram, weights, anchor_inner, anchor_norm2)
+    if solver == "enumerate" or gram.shape[-1] < _ACTIVE_SET_MIN_K:
+        return _cagrad_dual_enumeration(gram, weights, s, b, n0)
+    s = jnp.asarray(s, gram.dtype)
+    fast, certified = _active_set(gram, weights, s, b, n0, None)
+    return jax.lax.cond(
+        certified, lambda: fast, lambda: _cagrad_dual_enumeration(gram, weights, s, b, n0)
+    )
+
+
 def cagrad_dual_enumerate(
     gram: jax.Array, weights: jax.Array, s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     r"""Solves the CAGrad dual exactly for any K by support enumeration (Gram only).
 
-    :func:`cagrad_dual_anchored` with the anchor products taken from the Gram matrix.
+    :func:`cagrad_dual_anchored` with ``solver="enumerate"`` and the anchor products taken from
+    the Gram matrix.
 
     Args:
       gram: trace-normalised ``[K, K]`` Gram matrix.
@@ -498,7 +747,7 @@ def cagrad_dual_enumerate(
       >>> [round(float(x), 4) for x in p]
       [0.3561, 0.6439]
     """
-    sol = cagrad_dual_anchored(gram, weights, s)
+    sol = cagrad_dual_anchored(gram, weights, s, solver="enumerate")
     return sol.p, sol.value
 
 
