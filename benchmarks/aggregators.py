@@ -274,7 +274,8 @@ def bench_torchjd(ks, sizes, repeats: int) -> list[dict]:
 
 
 def _fmt_p(p: int) -> str:
-    return f"1e{round(np.log10(p))}"
+    exponent = int(np.floor(np.log10(p)))
+    return f"{round(p / 10**exponent, 2):g}e{exponent}"
 
 
 def report(update_rows, solver_rows, peer_row, meta, big_rows=(), torchjd_rows=()) -> str:
