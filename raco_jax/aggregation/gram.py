@@ -177,7 +177,7 @@ def gram_matrix(stacked: Any) -> jax.Array:
 
     On CPU, leaves of at least 2^17 entries per objective (2^20 for K > 4; K <= 8) are reduced
     in chunks of about 256 entries, every product of a chunk in one pass, and the chunk sums
-    added in a tree: about 4-9x faster than XLA's dot there (at or above NumPy's BLAS on a
+    added in a tree: 3-7x faster than XLA's dot there (0.7-1.1x the time of NumPy's BLAS on a
     1e7-entry leaf, benchmarks/aggregators.py) and more accurate (a relative error of about
     1e-7 of :math:`\|g_i\|\|g_j\|` against 1e-6). GPUs and TPUs use the dot.
 
