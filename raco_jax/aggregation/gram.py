@@ -7,6 +7,7 @@ tree), so they keep each leaf's sharding and need no more communication than K x
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -87,6 +88,7 @@ _CHUNK = 256  # preferred chunk; any divisor of the leaf size in [_CHUNK_MIN, _C
 _CHUNK_MIN, _CHUNK_MAX = 64, 4096
 
 
+@functools.cache
 def _chunk_size(size: int) -> int | None:
     """A divisor of ``size`` in [_CHUNK_MIN, _CHUNK_MAX], the closest to _CHUNK (None: none)."""
     best = None
@@ -123,10 +125,10 @@ def _pair_sums(
     """
     flat = [jnp.reshape(r, (-1,)) for r in rows]
     size = int(flat[0].size)
-    chunk = _chunk_size(size)
     wide = any(jnp.promote_types(r.dtype, jnp.float32) != jnp.float32 for r in flat)
     min_size = _REDUCE_MIN_SIZE if len(pairs) < _MANY_PAIRS else _REDUCE_MIN_SIZE_MANY
-    if wide or chunk is None or size < min_size or len(pairs) > _MAX_PAIRS:
+    chunk = None if wide or size < min_size or len(pairs) > _MAX_PAIRS else _chunk_size(size)
+    if chunk is None:
         return by_dot()
 
     def by_reduction() -> jax.Array:

@@ -144,8 +144,9 @@ def greedy_responses(
     """Greedy responses of a :class:`~raco_jax.models.Decoder` to prompts (chat template
     applied), with how many tokens each took and whether it ended on its own.
 
-    Prompts are left-padded into batches of ``batch_size`` (the last batch filled with copies,
-    so every batch compiles to the same program for a given padded length) and decoded by
+    Prompts are left-padded into batches of ``batch_size`` (at most the number of prompts; the
+    last batch filled with copies, so every batch compiles to the same program for a given
+    padded length) and decoded by
     :func:`raco_jax.models.generate` until the tokenizer's or the model's end token.
 
     Example:
@@ -162,6 +163,7 @@ def greedy_responses(
         ((1,), True)
     """
     prompt_ids = _tokenized_prompts(prompts, tokenizer, max_prompt_length)
+    batch_size = max(1, min(batch_size, len(prompt_ids)))  # fewer prompts: no padding rows
     stop = _stop_ids(tokenizer, model)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad = int(pad if pad is not None else (stop[0] if stop else 0))
