@@ -46,4 +46,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     sys.modules["jax"].clear_caches()
     gc.collect()
     if os.environ.get("RACO_JAX_REPORT_MAPS"):
-        sys.__stderr__.write(f"\nJAX caches cleared after {item.nodeid}: {_maps_in_use()} maps\n")
+        print(
+            f"\nJAX caches cleared after {item.nodeid}: {_maps_in_use()} maps",
+            file=sys.__stderr__,
+            flush=True,
+        )
