@@ -35,13 +35,14 @@ What it does:
 3. Every run and the base model on the validation pairs
    (:func:`raco_jax.evaluate.evaluate_preference_runs`): implicit-reward accuracy per objective
    (± s.e.), accuracy on the pairs where the objectives disagree, DPO loss; greedy answers to
-   ``--gen-prompts`` validation prompts and their mean token length; the per-step diagnostics of
+   ``--gen-prompts`` validation prompts and their mean token length (by the runs of the first
+   ``--gen-seeds`` seeds; default all); the per-step diagnostics of
    every run (gradient cosines of every pair of objectives, how often RACO's clip turns the
    update, the share of each gradient in the update next to its weight).
 4. ``<out>/report.md`` and ``report.json``: conflict rates first; per-run table; per
    (method, weights) means over seeds; hypervolume per method (mean ± s.e. over seeds and a
    bootstrap interval over validation pairs); RACO against DPO-LW (and CAGrad) per weight,
-   paired over seeds and pairs.
+   paired over seeds and pairs, in accuracy and in answer length (paired over the prompts).
 
 Usage:
     python3 benchmarks/conflict.py                       # the default sweep (see RESULTS.md)
@@ -61,7 +62,7 @@ import math
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -429,43 +430,92 @@ def hypervolumes(
     return out
 
 
+def _paired_runs(
+    runs: Sequence[Mapping[str, Any]],
+    pairs: Sequence[tuple[str, str]],
+    keep: Callable[[str], bool] = lambda run_dir: True,
+) -> Iterator[tuple[str, str, tuple[float, ...], list[tuple[str, str]]]]:
+    """``(a, b, weights, [(run of a, run of b) per seed])`` for each weight vector a ran, over
+    the seeds where both ran and ``keep`` holds for both run directories."""
+    index = {(r["method"], tuple(r["weights"]), r["seed"]): r["run_dir"] for r in runs}
+    for a, b in pairs:
+        for weights in sorted({w for (m, w, _) in index if m == a}):
+            both = [
+                (index[(a, weights, s)], index[(b, weights, s)])
+                for s in sorted(s for (m, w, s) in index if m == a and w == weights)
+                if (b, weights, s) in index
+            ]
+            both = [(x, y) for x, y in both if keep(x) and keep(y)]
+            if both:
+                yield a, b, weights, both
+
+
+COMPARED = (("raco", "dpo-lw"), ("raco", "cagrad"))
+
+
 def paired_comparisons(
     runs: Sequence[Mapping[str, Any]],
     outcomes: Mapping[str, np.ndarray],
     conflicts: np.ndarray,
     objectives: Sequence[str],
-    pairs: Sequence[tuple[str, str]] = (("raco", "dpo-lw"), ("raco", "cagrad")),
+    pairs: Sequence[tuple[str, str]] = COMPARED,
 ) -> list[dict[str, Any]]:
     """Method a against method b at each weight vector both ran: the accuracy difference per
     objective, paired over the seeds both ran and the validation pairs
     (:func:`raco_jax.evaluate.paired_difference`), on all pairs and on the conflicting ones."""
     from raco_jax.evaluate import paired_difference
 
-    index = {(r["method"], tuple(r["weights"]), r["seed"]): r["run_dir"] for r in runs}
     rows = []
-    for a, b in pairs:
-        grid = sorted({w for (m, w, _) in index if m == a})
-        for weights in grid:
-            seeds = sorted(
-                s for (m, w, s) in index if m == a and w == weights and (b, w, s) in index
+    for a, b, weights, both in _paired_runs(runs, pairs):
+        for k, name in enumerate(objectives):
+            first = np.stack([outcomes[x][k] for x, _ in both])
+            second = np.stack([outcomes[y][k] for _, y in both])
+            only = np.where(conflicts[k], 1.0, np.nan)
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "weights": list(weights),
+                    "objective": name,
+                    "all": paired_difference(first, second),
+                    "conflicting": paired_difference(first * only, second * only),
+                }
             )
-            if not seeds:
-                continue
-            for k, name in enumerate(objectives):
-                first = np.stack([outcomes[index[(a, weights, s)]][k] for s in seeds])
-                second = np.stack([outcomes[index[(b, weights, s)]][k] for s in seeds])
-                only = np.where(conflicts[k], 1.0, np.nan)
-                rows.append(
-                    {
-                        "a": a,
-                        "b": b,
-                        "weights": list(weights),
-                        "objective": name,
-                        "all": paired_difference(first, second),
-                        "conflicting": paired_difference(first * only, second * only),
-                    }
-                )
     return rows
+
+
+def paired_lengths(
+    runs: Sequence[Mapping[str, Any]],
+    lengths: Mapping[str, Any],
+    pairs: Sequence[tuple[str, str]] = COMPARED,
+) -> list[dict[str, Any]]:
+    """Method a against method b at each weight vector: the difference of their greedy answer
+    lengths in tokens, paired over the seeds both were answered for and the prompts.
+
+    Example:
+      >>> runs = [{"method": m, "weights": [0.5, 0.5], "seed": 0, "run_dir": m}
+      ...         for m in ("raco", "dpo-lw")]
+      >>> rows = paired_lengths(runs, {"raco": {"lengths": [10, 20]},
+      ...                              "dpo-lw": {"lengths": [14, 30]}}, [("raco", "dpo-lw")])
+      >>> rows[0]["tokens"]["mean"], rows[0]["tokens"]["pairs"]
+      (-7.0, 2)
+    """
+    from raco_jax.evaluate import paired_difference
+
+    def tokens(run_dirs: Sequence[str]) -> np.ndarray:
+        return np.stack([np.asarray(lengths[d]["lengths"], np.float64) for d in run_dirs])
+
+    return [
+        {
+            "a": a,
+            "b": b,
+            "weights": list(weights),
+            "tokens": paired_difference(tokens([x for x, _ in both]), tokens([y for _, y in both])),
+        }
+        for a, b, weights, both in _paired_runs(
+            runs, pairs, lambda d: "lengths" in lengths.get(d, {})
+        )
+    ]
 
 
 def generation_prompts(val_dir: pathlib.Path, setting: Setting, count: int, seed: int) -> list[Any]:
@@ -673,6 +723,33 @@ def grouped_rows(
     return markdown_table([*header, "answer tokens"], rows)
 
 
+def length_comparison_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The table of :func:`paired_lengths` (nothing when no run was answered)."""
+    if not rows:
+        return []
+    table = [
+        [
+            f"{r['a']} - {r['b']}",
+            _weights(r["weights"]),
+            f"{r['tokens']['mean']:+.1f}",
+            _fmt(r["tokens"]["se_pairs"], 1),
+            _fmt(r["tokens"]["se_seeds"], 1),
+            f"{r['tokens']['z']:+.2f}" if math.isfinite(r["tokens"]["z"]) else "",
+            f"{r['tokens']['seeds']} x {r['tokens']['pairs']}",
+        ]
+        for r in rows
+    ]
+    return [
+        "Paired answer-length differences at equal weights: the mean over seeds and prompts of "
+        "(tokens of a's greedy answer) - (tokens of b's), standard errors and z as above:",
+        "",
+        *markdown_table(
+            ["a - b", "weights", "tokens", "se prompts", "se seeds", "z", "seeds x prompts"], table
+        ),
+        "",
+    ]
+
+
 def hypervolume_lines(
     volumes: Mapping[str, Mapping[str, Any]], reference: Sequence[float]
 ) -> list[str]:
@@ -766,7 +843,12 @@ def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any)
         "Per run, on the validation pairs (accuracy of the implicit reward, ties 1/2, ± one "
         "binomial s.e.; conflicting: the pairs where that objective disagrees with another; "
         f"answer tokens: mean length ± s.e. of greedy answers to {args['gen_prompts']} validation "
-        f"prompts, at most {args['gen_tokens']} tokens, and the share that ended before that):",
+        f"prompts, at most {args['gen_tokens']} tokens, and the share that ended before that"
+        + (
+            f"; runs of the first {args['gen_seeds']} seed(s) only):"
+            if args.get("gen_seeds") is not None
+            else "):"
+        ),
         "",
         *run_rows(evaluation, runs, summary["lengths"], objectives),
         "",
@@ -776,6 +858,7 @@ def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any)
         "",
         *hypervolume_lines(summary["hypervolumes"], summary["reference"]),
         *comparison_lines(summary["comparisons"]),
+        *length_comparison_lines(summary.get("length_comparisons", [])),
         f"Front plot: eval/{pathlib.Path(evaluation.paths['front_plot']).name}",
         "",
     ]
@@ -862,6 +945,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--gen-batch-size", type=int, default=100)
+    parser.add_argument(
+        "--gen-seeds",
+        type=int,
+        default=None,
+        help="answer the prompts with the runs of the first N seeds only (default: every run)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data split")
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else DEFAULTS).items():
@@ -906,7 +995,8 @@ def all_answer_lengths(
     tokenizer: Any,
     out_dir: pathlib.Path,
 ) -> dict[str, Any]:
-    """:func:`answer_lengths` of the base model (``"base"``) and of every run (by directory)."""
+    """:func:`answer_lengths` of the base model (``"base"``) and of every run (by directory) of
+    the first ``args.gen_seeds`` seeds (all when None)."""
     from raco_jax.models import from_pretrained
     from raco_jax.train import load_run_model
     from raco_jax.train.pair_logps import weights_fingerprint
@@ -916,6 +1006,8 @@ def all_answer_lengths(
 
     lengths = {"base": answer_lengths("base", args.model, base_model, prompts, args, out_dir)}
     for r in runs:
+        if args.gen_seeds is not None and r["seed"] >= args.gen_seeds:
+            continue
         final = pathlib.Path(r["run_dir"]) / "final"
         lengths[r["run_dir"]] = answer_lengths(
             final.parent.name,
@@ -1027,6 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             conflicting_pairs(evaluation.signs, evaluation.labeled),
             setting.objectives,
         ),
+        "length_comparisons": paired_lengths(runs, lengths),
         "first_layer": evaluation.first_layer,
         "train_seconds": _train_seconds([c.output_dir for c in [*margin_configs, *configs]]),
         "seconds": time.perf_counter() - start,

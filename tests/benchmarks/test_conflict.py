@@ -125,9 +125,20 @@ def test_quick_sweep_runs_every_method_and_reports(sweep) -> None:
     }
     assert len(compared) == 2 * 2  # (raco - dpo-lw, raco - cagrad) x 2 objectives
     assert all(c["all"]["seeds"] == 2 for c in report["comparisons"])
+    # answer lengths paired over both seeds and the prompts, as the difference of the saved ones
+    lengths = report["lengths"]
+    assert len(report["length_comparisons"]) == 2  # raco - dpo-lw, raco - cagrad at one weight
+    for c in report["length_comparisons"]:
+        runs = [f"{m}-w0.5_0.5-s{s}" for m in (c["a"], c["b"]) for s in (0, 1)]
+        dirs = {pathlib.Path(d).name: d for d in lengths if d != "base"}
+        a = [x for r in runs[:2] for x in lengths[dirs[r]]["lengths"]]
+        b = [x for r in runs[2:] for x in lengths[dirs[r]]["lengths"]]
+        assert c["tokens"]["seeds"] == 2 and c["tokens"]["pairs"] == len(a) // 2
+        assert math.isclose(c["tokens"]["mean"], (sum(a) - sum(b)) / len(a), abs_tol=1e-9)
     text = (out / "report.md").read_text()
     assert text.index("Conflict rate") < text.index("| base model |")
     assert "raco - dpo-lw" in text and "bootstrap 90%" in text
+    assert "Paired answer-length differences" in text
     # every run's reference log-probs and lower layers come from one shared cache
     assert len(list((out / "cache").glob("layer-inputs-*.npz"))) == 1
 
