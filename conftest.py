@@ -18,7 +18,8 @@ import pytest
 # default) and XLA then dies in LLVM ("Cannot allocate memory", an abort) or in deserialising a
 # cached executable (a segfault), killing the pytest worker. The guard below drops JAX's
 # compilation caches, which unmaps them, whenever half of that limit is in use
-# (RACO_JAX_REPORT_MAPS=1 reports each time it does).
+# (RACO_JAX_REPORT_MAPS=FILE appends a line to FILE each time it does: pytest captures the
+# workers' stderr).
 _MAPS = "/proc/self/maps"
 _MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
 
@@ -45,9 +46,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return
     sys.modules["jax"].clear_caches()
     gc.collect()
-    if os.environ.get("RACO_JAX_REPORT_MAPS"):
-        print(
-            f"\nJAX caches cleared after {item.nodeid}: {_maps_in_use()} maps",
-            file=sys.__stderr__,
-            flush=True,
-        )
+    report = os.environ.get("RACO_JAX_REPORT_MAPS")
+    if report:
+        with open(report, "a") as f:
+            f.write(f"pid {os.getpid()}: JAX caches cleared after {item.nodeid}, ")
+            f.write(f"{_maps_in_use()} maps in use\n")
