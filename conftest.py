@@ -13,7 +13,7 @@ import sys
 import pytest
 
 # Every executable XLA:CPU compiles (or loads from the persistent cache) keeps its machine code
-# in memory maps of its own: about 400 for one CAGrad dual at K = 8, so a worker that runs a few
+# in memory maps of its own: 300-400 for one CAGrad dual (K = 2..8), so a worker that runs a few
 # hundred tests holds tens of thousands. Linux refuses new maps past vm.max_map_count (65530 by
 # default) and XLA then dies in LLVM ("Cannot allocate memory", an abort) or in deserialising a
 # cached executable (a segfault), killing the pytest worker. The guard below drops JAX's

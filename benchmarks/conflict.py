@@ -440,12 +440,9 @@ def _paired_runs(
     index = {(r["method"], tuple(r["weights"]), r["seed"]): r["run_dir"] for r in runs}
     for a, b in pairs:
         for weights in sorted({w for (m, w, _) in index if m == a}):
-            both = [
-                (index[(a, weights, s)], index[(b, weights, s)])
-                for s in sorted(s for (m, w, s) in index if m == a and w == weights)
-                if (b, weights, s) in index
-            ]
-            both = [(x, y) for x, y in both if keep(x) and keep(y)]
+            seeds = sorted(s for (m, w, s) in index if m == a and w == weights)
+            runs_ab = [(index[(a, weights, s)], index.get((b, weights, s))) for s in seeds]
+            both = [(x, y) for x, y in runs_ab if y is not None and keep(x) and keep(y)]
             if both:
                 yield a, b, weights, both
 
@@ -728,15 +725,7 @@ def length_comparison_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     table = [
-        [
-            f"{r['a']} - {r['b']}",
-            _weights(r["weights"]),
-            f"{r['tokens']['mean']:+.1f}",
-            _fmt(r["tokens"]["se_pairs"], 1),
-            _fmt(r["tokens"]["se_seeds"], 1),
-            f"{r['tokens']['z']:+.2f}" if math.isfinite(r["tokens"]["z"]) else "",
-            f"{r['tokens']['seeds']} x {r['tokens']['pairs']}",
-        ]
+        [f"{r['a']} - {r['b']}", _weights(r["weights"]), *_difference_cells(r["tokens"], 1)]
         for r in rows
     ]
     return [
@@ -776,24 +765,29 @@ def hypervolume_lines(
     ]
 
 
+def _difference_cells(d: Mapping[str, Any], digits: int) -> list[str]:
+    """mean, s.e. over pairs, s.e. over seeds, z, seeds x pairs of a :func:`paired_difference`."""
+    return [
+        f"{d['mean']:+.{digits}f}" if math.isfinite(d["mean"]) else "",
+        _fmt(d["se_pairs"], digits),
+        _fmt(d["se_seeds"], digits),
+        f"{d['z']:+.2f}" if math.isfinite(d["z"]) else "",
+        f"{d['seeds']} x {d['pairs']}",
+    ]
+
+
 def comparison_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    table = []
-    for r in rows:
-        for subset in ("all", "conflicting"):
-            d = r[subset]
-            table.append(
-                [
-                    f"{r['a']} - {r['b']}",
-                    _weights(r["weights"]),
-                    r["objective"],
-                    subset,
-                    f"{d['mean']:+.4f}" if math.isfinite(d["mean"]) else "",
-                    _fmt(d["se_pairs"], 4),
-                    _fmt(d["se_seeds"], 4),
-                    f"{d['z']:+.2f}" if math.isfinite(d["z"]) else "",
-                    f"{d['seeds']} x {d['pairs']}",
-                ]
-            )
+    table = [
+        [
+            f"{r['a']} - {r['b']}",
+            _weights(r["weights"]),
+            r["objective"],
+            subset,
+            *_difference_cells(r[subset], 4),
+        ]
+        for r in rows
+        for subset in ("all", "conflicting")
+    ]
     return [
         "Paired accuracy differences at equal weights: the mean over seeds and validation pairs of "
         "(outcome of a) - (outcome of b), with its standard error over pairs (of the "
@@ -846,7 +840,7 @@ def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any)
         f"prompts, at most {args['gen_tokens']} tokens, and the share that ended before that"
         + (
             f"; runs of the first {args['gen_seeds']} seed(s) only):"
-            if args.get("gen_seeds") is not None
+            if args["gen_seeds"] is not None
             else "):"
         ),
         "",
@@ -858,7 +852,7 @@ def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any)
         "",
         *hypervolume_lines(summary["hypervolumes"], summary["reference"]),
         *comparison_lines(summary["comparisons"]),
-        *length_comparison_lines(summary.get("length_comparisons", [])),
+        *length_comparison_lines(summary["length_comparisons"]),
         f"Front plot: eval/{pathlib.Path(evaluation.paths['front_plot']).name}",
         "",
     ]
