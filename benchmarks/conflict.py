@@ -812,8 +812,51 @@ def comparison_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def seed_mean_front(
+    runs: Sequence[Mapping[str, Any]], objectives: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One point per (method, weights): each objective's accuracy averaged over the seeds, with
+    its standard error over the seeds (None for one seed), as :func:`raco_jax.evaluate.plot_fronts`
+    takes them.
+
+    Example:
+        >>> from conflict import seed_mean_front
+        >>> runs = [{"method": "raco", "weights": [0.5, 0.5], "accuracy/a": x, "accuracy/b": 0.5}
+        ...         for x in (0.6, 0.7)]
+        >>> point = seed_mean_front(runs, ["a", "b"])[0]
+        >>> point["method"], {n: round(s, 3) for n, s in point["scores"].items()}
+        ('raco', {'accuracy/a': 0.65, 'accuracy/b': 0.5})
+        >>> round(point["stderr"]["accuracy/a"], 3), point["stderr"]["accuracy/b"]
+        (0.05, 0.0)
+    """
+    from raco_jax.evaluate import seed_summary
+
+    groups: dict[tuple[str, tuple[float, ...]], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], tuple(r["weights"])), []).append(r)
+    front = []
+    for (method, weights), members in groups.items():
+        stats = [seed_summary([m[f"accuracy/{n}"] for m in members]) for n in objectives]
+        front.append(
+            {
+                "method": method,
+                "weights": list(weights),
+                "scores": {
+                    f"accuracy/{n}": s["mean"] for n, s in zip(objectives, stats, strict=True)
+                },
+                "stderr": {
+                    f"accuracy/{n}": None if math.isnan(s["se"]) else s["se"]
+                    for n, s in zip(objectives, stats, strict=True)
+                },
+            }
+        )
+    return front
+
+
 def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any) -> pathlib.Path:
-    """``<out>/report.md`` and ``report.json`` from the sweep's summary."""
+    """``<out>/report.md``, ``report.json`` and ``front_mean.png`` from the sweep's summary."""
+    from raco_jax.evaluate import plot_fronts
+
     args, setting = summary["settings"], summary["setting"]
     objectives = setting["objectives"]
     runs = summary["runs"]
@@ -853,9 +896,17 @@ def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any)
         *hypervolume_lines(summary["hypervolumes"], summary["reference"]),
         *comparison_lines(summary["comparisons"]),
         *length_comparison_lines(summary["length_comparisons"]),
-        f"Front plot: eval/{pathlib.Path(evaluation.paths['front_plot']).name}",
+        f"Front plots: eval/{pathlib.Path(evaluation.paths['front_plot']).name} (every run) and "
+        "front_mean.png (the seed means ± s.e. per method and weights)",
         "",
     ]
+    plot_fronts(
+        seed_mean_front(runs, objectives),
+        out / "front_mean.png",
+        reference=summary["reference"],
+        title=f"{setting['name']}: validation accuracy, mean over seeds",
+        reference_label="base model",
+    )
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import doctest
 import gzip
-import importlib.util
 import json
 import math
 import pathlib
-import sys
 from typing import Any
 
 import pytest
+from benchmark_scripts import load
 from data import fixtures
 from flax import nnx
 
@@ -25,21 +24,9 @@ from raco_jax.models import Decoder, ModelConfig, save_pretrained
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _load(name: str) -> Any:
-    """A benchmarks/ script as a module, registered under its name (dataclasses look it up, and
-    the scripts import each other by name). benchmarks/ is kept off sys.path: its models.py
-    would shadow the namespace package tests/models."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-shared = _load("preference_sweep")
-conflict = _load("conflict")
-step_costs = _load("step_costs")
+shared = load("preference_sweep")
+conflict = load("conflict")
+step_costs = load("step_costs")
 
 
 def _hh_rows(n: int, tag: str) -> list[dict[str, str]]:
@@ -117,6 +104,14 @@ def test_quick_sweep_runs_every_method_and_reports(sweep) -> None:
             assert -1 <= run["diagnostics"]["pairs"]["helpful/concise"]["cos_median"] <= 1
         assert report["lengths"][run["run_dir"]]["mean_tokens"] > 0
     assert set(report["hypervolumes"]) == set(conflict.METHODS)
+    assert (out / "front_mean.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    means = conflict.seed_mean_front(report["runs"], ["helpful", "concise"])
+    raco_means = [m for m in means if m["method"] == "raco"]
+    assert len(means) == 7 and len(raco_means) == 1  # one point per (method, weights)
+    runs = [r for r in report["runs"] if r["method"] == "raco"]
+    assert raco_means[0]["scores"]["accuracy/helpful"] == pytest.approx(
+        (runs[0]["accuracy/helpful"] + runs[1]["accuracy/helpful"]) / 2
+    )
     raco = report["hypervolumes"]["raco"]
     assert raco["seeds"] == 2 and len(raco["per_seed"]) == 2
     assert raco["bootstrap"]["low"] <= raco["bootstrap"]["high"]

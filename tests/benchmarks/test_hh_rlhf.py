@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import doctest
 import gzip
-import importlib.util
 import json
 import math
 import pathlib
@@ -15,6 +14,7 @@ import sys
 from typing import Any
 
 import pytest
+from benchmark_scripts import load
 from data import fixtures
 from train.test_align import tiny_qwen3
 
@@ -24,19 +24,7 @@ from raco_jax.data import load_preferences
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _load_benchmark() -> Any:
-    # hh_rlhf imports benchmarks/preference_sweep.py by name: load it first (benchmarks/ stays off
-    # sys.path, where its models.py would shadow the namespace package tests/models)
-    for name in ("preference_sweep", "hh_rlhf"):
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-    return sys.modules["hh_rlhf"]
-
-
-hh = _load_benchmark()
+hh = load("preference_sweep", "hh_rlhf")
 
 
 def _rows(path: pathlib.Path) -> list[dict[str, str]]:

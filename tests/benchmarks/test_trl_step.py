@@ -7,15 +7,14 @@ benchmark is not a test."""
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import pathlib
-import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from benchmark_scripts import load
 from flax import nnx
 
 from raco_jax.models import from_pretrained, hf_param_map, model_from_tensors
@@ -23,15 +22,7 @@ from raco_jax.models import from_pretrained, hf_param_map, model_from_tensors
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _load_benchmark() -> Any:
-    spec = importlib.util.spec_from_file_location("trl_step", REPO / "benchmarks" / "trl_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load("trl_step")
 QUICK = bench.Sizes.quick()
 
 
