@@ -24,10 +24,10 @@ def _uses_dot(tree: dict) -> bool:
 @pytest.mark.parametrize(
     ("k", "size"),
     [
-        (2, 1 << 17),  # the smallest leaf reduced in chunks for up to 4 objectives
+        (2, 1 << 15),  # the smallest leaf reduced in chunks for up to 4 objectives
         (3, 240_240),  # its closest chunk is 260, not a power of two
         (4, 1 << 20),
-        (8, 1 << 20),  # 36 products in one pass
+        (8, 1 << 18),  # 36 products in two passes (26 + 10)
     ],
 )
 def test_big_leaf_is_reduced_in_chunks_to_float32_accuracy(k: int, size: int) -> None:
