@@ -195,10 +195,10 @@ def gram_matrix(stacked: Any) -> jax.Array:
 
     On CPU, leaves of at least 2^15 entries per objective (2^18 for K > 4; K <= 8) are reduced
     in chunks of about 256 entries, every product of a chunk in one pass (two for K = 8, whose
-    36 accumulators do not fit one), and the chunk sums added in a tree: 3-7x faster than XLA's
-    dot there (0.4-0.7x the time of NumPy's BLAS on a 1e7-entry leaf on 2 cores,
-    benchmarks/aggregators.py) and more accurate (a relative error of about
-    1e-7 of :math:`\|g_i\|\|g_j\|` against 1e-6). GPUs and TPUs use the dot.
+    36 accumulators do not fit one), and the chunk sums added in a tree: faster than XLA's dot
+    there (1.2-1.4x near those sizes, 3-7x on a 1e7-entry leaf, where it takes 0.4-0.7x the time
+    of NumPy's BLAS on 2 cores, benchmarks/aggregators.py) and more accurate (a relative error
+    of about 1e-7 of :math:`\|g_i\|\|g_j\|` against 1e-6). GPUs and TPUs use the dot.
 
     Squared norms below float32's normal range (gradients of norm below about 1e-19) underflow
     to 0 and such objectives read as zero gradients.
