@@ -840,7 +840,7 @@ def seed_mean_front(
         front.append(
             {
                 "method": method,
-                "weights": list(weights),
+                "weights": [round(w, 2) for w in weights],  # for the plot labels
                 "scores": {
                     f"accuracy/{n}": s["mean"] for n, s in zip(objectives, stats, strict=True)
                 },
