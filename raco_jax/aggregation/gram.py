@@ -113,7 +113,8 @@ def _pair_sums(
     pairs: Sequence[tuple[int, int]],
     by_dot: Callable[[], jax.Array],
 ) -> jax.Array:
-    """``[sum(rows[i] * rows[j]) for i, j in pairs]`` in float32, every product in one pass.
+    """``[sum(rows[i] * rows[j]) for i, j in pairs]`` in float32, all products in one pass (two
+    beyond _PASS_PAIRS products).
 
     On CPU, XLA's dot for a [K, P] x [P, K] contraction with a small K runs at a fraction of
     the machine's speed (3-7x slower than NumPy's BLAS on a 1e7-entry leaf). One variadic
@@ -147,7 +148,7 @@ def _pair_sums(
         if len(pairs) <= _PASS_PAIRS:
             return one_pass(pairs)
         # Too many accumulators for one pass: the products of the first half of the rows, then
-        # the rest (reads the second half twice; measured 10-18% faster for K = 8 on 2 cores).
+        # the rest (reads the second half twice; measured 8-18% faster for K = 8 on 2 cores).
         half = max(i for pair in pairs for i in pair) // 2 + 1
         first = [n for n, (i, _) in enumerate(pairs) if i < half]
         rest = [n for n, (i, _) in enumerate(pairs) if i >= half]
