@@ -42,9 +42,9 @@ def summarize(results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 
     Returns:
       ``seeds``; ``hypervolume`` (method -> :func:`raco_jax.evaluate.seed_summary` and the
-      value per seed); ``differences`` ("raco - dpo-lw", "raco - cagrad" -> the seed summary of the differences per
-      seed, ``z`` = mean / se and ``wins`` = how many seeds RACO is ahead); ``ranks`` (method
-      -> how many seeds it is first).
+      value per seed); ``differences`` ("raco - dpo-lw", "raco - cagrad" -> the seed summary
+      of the differences, the differences per seed, ``z`` = mean / se and ``wins`` = how many
+      seeds RACO is ahead); ``ranks`` (method -> how many seeds it is first).
 
     Example:
         >>> from demo_seeds import summarize
