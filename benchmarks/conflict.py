@@ -693,6 +693,16 @@ def run_rows(
     return markdown_table(header, rows)
 
 
+def _by_method_weights(
+    runs: Sequence[Mapping[str, Any]],
+) -> dict[tuple[str, tuple[float, ...]], list[Mapping[str, Any]]]:
+    """The runs grouped by (method, weights): one group holds the seeds of one cell."""
+    groups: dict[tuple[str, tuple[float, ...]], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], tuple(r["weights"])), []).append(r)
+    return groups
+
+
 def grouped_rows(
     runs: Sequence[Mapping[str, Any]], lengths: Mapping[str, Any], objectives: Sequence[str]
 ) -> list[str]:
@@ -700,11 +710,8 @@ def grouped_rows(
     seeds) and of the answer length."""
     from raco_jax.evaluate import seed_summary
 
-    groups: dict[tuple[str, tuple[float, ...]], list[Mapping[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["method"], tuple(r["weights"])), []).append(r)
     rows = []
-    for (method, weights), members in groups.items():
+    for (method, weights), members in _by_method_weights(runs).items():
         cells = [method, "(ignored)" if method in UNWEIGHTED else _weights(weights), len(members)]
         for n in objectives:
             for key in (f"accuracy/{n}", f"accuracy_conflicting/{n}"):
@@ -831,11 +838,8 @@ def seed_mean_front(
     """
     from raco_jax.evaluate import seed_summary
 
-    groups: dict[tuple[str, tuple[float, ...]], list[Mapping[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["method"], tuple(r["weights"])), []).append(r)
     front = []
-    for (method, weights), members in groups.items():
+    for (method, weights), members in _by_method_weights(runs).items():
         stats = [seed_summary([m[f"accuracy/{n}"] for m in members]) for n in objectives]
         front.append(
             {
