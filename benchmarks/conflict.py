@@ -121,7 +121,7 @@ SETTINGS = {
 #: (RESULTS.md, "Conflicting objectives"): 62 trainings, 61 evaluations on 500 pairs and 62 x 100
 #: greedy answers fit 120 minutes only with 12 steps per run; raise --steps where time allows.
 DEFAULTS = {
-    "grid": 5,
+    "grid": 5,  # K = 3: SIMPLEX_GRID
     "seeds": 3,
     "extra_seeds": 1,
     "steps": 12,
@@ -132,6 +132,9 @@ DEFAULTS = {
     "gen_tokens": 48,
     "bootstrap": 1000,
 }
+#: The default grid for K = 3: 3 points per edge, the 6 interior simplex points (5 would give 15,
+#: i.e. 173 runs, about 4.5 hours here).
+SIMPLEX_GRID = 3
 QUICK = {
     "grid": 1,
     "seeds": 2,
@@ -921,7 +924,8 @@ def write_report(out: pathlib.Path, summary: Mapping[str, Any], evaluation: Any)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The benchmark's flags; sizes left unset come from :data:`DEFAULTS` (or :data:`QUICK`).
+    """The benchmark's flags; sizes left unset come from :data:`DEFAULTS` (or :data:`QUICK`;
+    for K = 3 the grid from :data:`SIMPLEX_GRID`).
 
     Example:
         >>> from conflict import parse_args
@@ -930,6 +934,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         (['raco', 'dpo-lw'], 3, 1, [-2, -1])
         >>> parse_args([]).val_pairs, parse_args([]).train_pairs
         (510, 96)
+        >>> parse_args([]).grid, parse_args(["--setting", "hh-3"]).grid  # 5 vectors; 6 points
+        (5, 3)
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="hh-concise")
@@ -954,7 +960,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name, help_text in (
         (
             "grid",
-            "weight-grid points (K = 2: that many vectors; K = 3: the simplex grid of that many per edge)",
+            "weight-grid points (K = 2: that many vectors; K = 3: the simplex grid of that many "
+            f"per edge, default {SIMPLEX_GRID})",
         ),
         ("seeds", "seeds of raco, dpo-lw, cagrad, mgda and pcgrad"),
         ("extra-seeds", "seeds of amopo and modpo"),
@@ -1002,6 +1009,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data split")
     args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    if args.grid is None and not args.quick and len(setting.objectives) == 3:
+        args.grid = SIMPLEX_GRID
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -1010,7 +1020,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
-    setting = SETTINGS[args.setting]
     if args.train_pairs is None:  # one epoch (HH-RLHF: split over the subsets' files)
         subsets = len(setting.subsets) if setting.subsets else 1
         args.train_pairs = math.ceil(args.steps * args.batch_size / subsets)
