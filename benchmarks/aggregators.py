@@ -14,7 +14,9 @@ Gram matrices (K = 2..8), and one update of the path PyTorch libraries take (sta
 NumPy Gram, scipy SLSQP / minimize_scalar dual, NumPy combine, back to the device). Then one big
 leaf [K, --big-leaf] (an embedding table): the Gram pass against XLA's dot and NumPy's BLAS, and
 whole updates against TorchJD's CAGrad; and TorchJD's CAGrad against our 64-leaf updates at every
-K (--peer-ks) and P. TorchJD runs only where it imports (a separate environment with
+K (--peer-ks) and P. With --crossover-sizes, gram_matrix against XLA's dot on single leaves of
+those sizes (which path it takes, read from the compiled HLO): the check of its CPU thresholds.
+The update table also gives the bytes each method must stream per second. TorchJD runs only where it imports (a separate environment with
 ``pip install "torchjd[cagrad]"`` and --system-site-packages): never a dependency of raco_jax.
 
 Prints a Markdown report; with --out also writes the raw numbers as JSON. Timings are never
@@ -92,6 +94,7 @@ def bench_updates(ks, sizes, dtype, repeats: int) -> list[dict]:
             medians = time_interleaved(fns, repeats)
             base = medians["weighted_sum (baseline)"]
             floor = (2 * k + 1) / (k + 1)
+            entries = sum(int(np.prod(leaf.shape[1:])) for leaf in tree.values())
             for name, ms in medians.items():
                 ratio = ms / base
                 rows.append(
@@ -103,8 +106,59 @@ def bench_updates(ks, sizes, dtype, repeats: int) -> list[dict]:
                         "ratio": ratio,
                         "floor": floor,
                         "ratio_to_floor": ratio / floor,
+                        "gb_per_s": _streamed_bytes(name, k, entries, dtype) / ms / 1e6,
                     }
                 )
+    return rows
+
+
+def _streamed_bytes(method: str, k: int, entries: int, dtype) -> int:
+    """The bytes a method must move at least: the Gram pass reads the K x P stack; every update
+    reads it once per pass (two for the Gram-based ones) and writes P."""
+    size = jnp.dtype(dtype).itemsize
+    if method == "gram_matrix alone":
+        return k * entries * size
+    passes = 1 if method.startswith("weighted_sum") else 2
+    return (passes * k + 1) * entries * size
+
+
+def gram_path(k: int, size: int) -> str:
+    """Which reduction :func:`raco_jax.gram_matrix` compiles to for one [k, size] float32 leaf on
+    this backend: ``"dot"`` (XLA's dot) or ``"chunked"`` (the chunked sums of products), read
+    from the optimized HLO."""
+    leaf = jax.ShapeDtypeStruct((k, size), jnp.float32)
+    hlo = jax.jit(raco_jax.gram_matrix).lower({"leaf": leaf}).compile().as_text()
+    return "dot" if " dot(" in hlo or "__onednn$matmul" in hlo else "chunked"
+
+
+def bench_gram_crossover(ks, sizes, repeats: int) -> list[dict]:
+    """``raco_jax.gram_matrix`` against XLA's dot on single [K, size] leaves around the sizes
+    where it switches from the dot to the chunked reduction on CPU (so that the thresholds in
+    ``raco_jax/aggregation/gram.py`` can be checked on any machine), interleaved, medians."""
+    hi = jax.lax.Precision.HIGHEST
+    gram = jax.jit(raco_jax.gram_matrix)
+    dot = jax.jit(lambda x: jnp.einsum("kp,lp->kl", x, x, precision=hi))
+    rows = []
+    for k in ks:
+        for size in sizes:
+            leaf = jax.random.normal(jax.random.key(size), (k, size), jnp.float32)
+            medians = time_interleaved(
+                {
+                    "gram_matrix": lambda leaf=leaf: gram({"leaf": leaf}),
+                    "dot": lambda leaf=leaf: dot(leaf),
+                },
+                repeats,
+            )
+            rows.append(
+                {
+                    "K": k,
+                    "size": size,
+                    "path": gram_path(k, size),
+                    "gram_matrix_ms": medians["gram_matrix"],
+                    "dot_ms": medians["dot"],
+                    "ratio": medians["gram_matrix"] / medians["dot"],
+                }
+            )
     return rows
 
 
@@ -303,18 +357,22 @@ def _fmt_p(p: int) -> str:
     return f"{round(p / 10**exponent, 2):g}e{exponent}"
 
 
-def report(update_rows, solver_rows, peer_row, meta, big_rows=(), torchjd_rows=()) -> str:
+def report(
+    update_rows, solver_rows, peer_row, meta, big_rows=(), torchjd_rows=(), crossover_rows=()
+) -> str:
     lines = [
         f"Machine: {meta['machine']}; JAX {meta['jax']} ({meta['backend']}, {meta['devices']}); "
         f"dtype {meta['dtype']}; {meta['repeats']} repetitions, medians; {meta['date']}.",
         "",
-        "| K | P | method | median ms | ratio to weighted_sum | floor (2K+1)/(K+1) | ratio / floor |",
-        "|---|---|---|---|---|---|---|",
+        "| K | P | method | median ms | ratio to weighted_sum | floor (2K+1)/(K+1) | ratio / floor "
+        "| GB/s streamed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in update_rows:
         lines.append(
             f"| {r['K']} | {_fmt_p(r['P'])} | {r['method']} | {r['median_ms']:.3f} | "
-            f"{r['ratio']:.2f} | {r['floor']:.2f} | {r['ratio_to_floor']:.2f} |"
+            f"{r['ratio']:.2f} | {r['floor']:.2f} | {r['ratio_to_floor']:.2f} | "
+            f"{r['gb_per_s']:.1f} |"
         )
     lines += [
         "",
@@ -377,6 +435,20 @@ def report(update_rows, solver_rows, peer_row, meta, big_rows=(), torchjd_rows=(
                 f"| {r['K']} | {_fmt_p(r['P'])} | {r['clipped_cagrad']:.2f} | {r['cagrad']:.2f} | "
                 f"{r['TorchJD CAGrad']:.2f} | {r['TorchJD CAGrad'] / r['clipped_cagrad']:.2f}x |"
             )
+    if crossover_rows:
+        lines += [
+            "",
+            "gram_matrix against XLA's dot on one [K, size] leaf (the path gram_matrix takes, read "
+            "from its compiled HLO), ms:",
+            "",
+            "| K | entries per objective | path | gram_matrix | XLA dot | gram_matrix / dot |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in crossover_rows:
+            lines.append(
+                f"| {r['K']} | {r['size']} | {r['path']} | {r['gram_matrix_ms']:.3f} | "
+                f"{r['dot_ms']:.3f} | {r['ratio']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -400,6 +472,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--peer-ks",
         default="2,4,8",
         help="K of the big leaf and of the TorchJD comparison (when torchjd imports)",
+    )
+    parser.add_argument(
+        "--crossover-sizes",
+        default="",
+        help="entries per objective of single leaves timed against XLA's dot, e.g. "
+        "16384,32768,65536,262144,1048576 (default: skip)",
     )
     parser.add_argument("--out", default=None, help="write raw numbers to this JSON file")
     args = parser.parse_args(argv)
@@ -442,7 +520,11 @@ def main(argv: list[str] | None = None) -> dict:
     big_size = int(float(args.big_leaf)) if not args.quick else 10**6
     big_rows = phase("big_leaf", bench_big_leaf(peer_ks, big_size, repeats) if big_size else [])
     torchjd_rows = phase("torchjd", bench_torchjd(peer_ks, sizes, max(3, repeats // 2)))
-    text = report(update_rows, solver_rows, peer_row, meta, big_rows, torchjd_rows)
+    crossover_sizes = [int(float(x)) for x in args.crossover_sizes.split(",") if x.strip()]
+    crossover_rows = phase(
+        "crossover", bench_gram_crossover(ks, crossover_sizes, repeats) if crossover_sizes else []
+    )
+    text = report(update_rows, solver_rows, peer_row, meta, big_rows, torchjd_rows, crossover_rows)
     print(text)
     return results
 

@@ -33,3 +33,25 @@ def test_solver_timings_and_their_report() -> None:
     text = aggregators.report([], rows, {}, meta)
     assert "in a jitted program, us per solve" in text and "vmap over 3 matrices" in text
     assert f"| 3 | 7 | {rows[1]['in_program_us']:.1f} |" in text
+
+
+def test_gram_crossover_rows_name_the_path_and_report() -> None:
+    rows = aggregators.bench_gram_crossover([2], [1024, 1 << 15], repeats=1)
+    # On CPU (this suite) gram_matrix takes XLA's dot for small leaves and the chunked
+    # reduction from 2^15 entries per objective at K <= 4.
+    assert [(r["size"], r["path"]) for r in rows] == [(1024, "dot"), (1 << 15, "chunked")]
+    for r in rows:
+        assert r["gram_matrix_ms"] > 0 and r["dot_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["gram_matrix_ms"] / r["dot_ms"])
+    meta = {"machine": "m", "jax": "0", "backend": "cpu", "devices": "cpu", "dtype": "float32",
+            "repeats": 1, "date": "2026-12-07"}  # fmt: skip
+    text = aggregators.report([], [], {}, meta, crossover_rows=rows)
+    assert "| 2 | 32768 | chunked |" in text and "| 2 | 1024 | dot |" in text
+
+
+def test_streamed_bytes_count_each_pass_over_the_stack() -> None:
+    # K = 4, P = 1000 float32: the Gram reads 4P; the weighted sum reads 4P and writes P; a
+    # Gram-based update reads the stack twice and writes P.
+    assert aggregators._streamed_bytes("gram_matrix alone", 4, 1000, jnp.float32) == 16_000
+    assert aggregators._streamed_bytes("weighted_sum (baseline)", 4, 1000, jnp.float32) == 20_000
+    assert aggregators._streamed_bytes("clipped_cagrad", 4, 1000, jnp.bfloat16) == 18_000
