@@ -41,12 +41,18 @@ def test_gram_crossover_rows_name_the_path_and_report() -> None:
     # reduction from 2^15 entries per objective at K <= 4.
     assert [(r["size"], r["path"]) for r in rows] == [(1024, "dot"), (1 << 15, "chunked")]
     for r in rows:
-        assert r["gram_matrix_ms"] > 0 and r["dot_ms"] > 0
+        assert r["gram_matrix_ms"] > 0 and r["dot_ms"] > 0 and r["per_pair_ms"] > 0
         assert r["ratio"] == pytest.approx(r["gram_matrix_ms"] / r["dot_ms"])
+    # The timed alternative computes the same upper triangle.
+    x = np.random.default_rng(0).standard_normal((3, 1024)).astype(np.float32)
+    expected = (x.astype(np.float64) @ x.T.astype(np.float64))[np.triu_indices(3)]
+    np.testing.assert_allclose(aggregators._per_pair_sums(jnp.asarray(x)), expected, rtol=1e-5,
+                               atol=1e-4)  # fmt: skip
     meta = {"machine": "m", "jax": "0", "backend": "cpu", "devices": "cpu", "dtype": "float32",
             "repeats": 1, "date": "2026-12-07"}  # fmt: skip
     text = aggregators.report([], [], {}, meta, crossover_rows=rows)
     assert "| 2 | 32768 | chunked |" in text and "| 2 | 1024 | dot |" in text
+    assert "per-pair sums (YNNPACK)" in text
 
 
 def test_streamed_bytes_count_each_pass_over_the_stack() -> None:
