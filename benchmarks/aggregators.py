@@ -60,13 +60,22 @@ def _median_ms(times: list[float]) -> float:
     return 1e3 * statistics.median(times)
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each thunk, alternating the thunks within each repetition."""
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warm: bool = False
+) -> dict[str, float]:
+    """Median wall time (ms) of each thunk, alternating the thunks within each repetition.
+
+    With ``warm``, every timed call follows an untimed call of the same thunk, so that each one
+    finds its own inputs where its last pass left them (otherwise a thunk that runs after one
+    reading other data, or writing large temporaries, finds its inputs evicted from the cache
+    and the order of the thunks biases the comparison)."""
     for fn in fns.values():  # warm-up (compile)
         jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if warm:
+                jax.block_until_ready(fn())
             start = time.perf_counter()
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
@@ -131,29 +140,39 @@ def gram_path(k: int, size: int) -> str:
     return "dot" if " dot(" in hlo or "__onednn$matmul" in hlo else "chunked"
 
 
-def bench_gram_crossover(ks, sizes, repeats: int) -> list[dict]:
-    """``raco_jax.gram_matrix`` against XLA's dot on single [K, size] leaves around the sizes
-    where it switches from the dot to the chunked reduction on CPU (so that the thresholds in
-    ``raco_jax/aggregation/gram.py`` can be checked on any machine), interleaved, medians."""
+def bench_gram_crossover(ks, sizes, repeats: int, entries: int = 1 << 22) -> list[dict]:
+    """``raco_jax.gram_matrix`` against XLA's dot around the leaf sizes where it switches from the
+    dot to the chunked reduction on CPU, so that the thresholds in
+    ``raco_jax/aggregation/gram.py`` can be checked on any machine. Each program takes a tree of
+    ``entries // size`` (1 to 64) distinct [K, size] leaves, as a model's gradient does, so that
+    the per-leaf cost is measured inside one program rather than the ~60 us dispatch of a call;
+    times are per leaf, interleaved, each call after an untimed one of the same program
+    (``warm``), medians."""
     hi = jax.lax.Precision.HIGHEST
+
+    def total(leaf_fn: Callable[[jax.Array], jax.Array]) -> Callable[[dict], jax.Array]:
+        return jax.jit(lambda tree: sum(leaf_fn(x) for x in jax.tree_util.tree_leaves(tree)))
+
     gram = jax.jit(raco_jax.gram_matrix)
-    dot = jax.jit(lambda x: jnp.einsum("kp,lp->kl", x, x, precision=hi))
-    per_pair = jax.jit(_per_pair_sums)
+    dot = total(lambda x: jnp.einsum("kp,lp->kl", x, x, precision=hi))
+    per_pair = total(_per_pair_sums)
     rows = []
     for k in ks:
         for size in sizes:
-            leaf = jax.random.normal(jax.random.key(size), (k, size), jnp.float32)
-            fns = {
-                "gram_matrix": lambda leaf=leaf: gram({"leaf": leaf}),
-                "dot": lambda leaf=leaf: dot(leaf),
-            }
+            copies = max(1, min(64, entries // size))
+            stack = jax.random.normal(jax.random.key(size), (copies, k, size), jnp.float32)
+            tree = {f"leaf{c:02d}": stack[c] for c in range(copies)}
+            del stack
+            fns = {"gram_matrix": lambda t=tree: gram(t), "dot": lambda t=tree: dot(t)}
             if size % 256 == 0:
-                fns["per_pair"] = lambda leaf=leaf: per_pair(leaf)
-            medians = time_interleaved(fns, repeats)
+                fns["per_pair"] = lambda t=tree: per_pair(t)
+            timed = time_interleaved(fns, repeats, warm=True)
+            medians = {n: ms / copies for n, ms in timed.items()}
             rows.append(
                 {
                     "K": k,
                     "size": size,
+                    "leaves": copies,
                     "path": gram_path(k, size),
                     "gram_matrix_ms": medians["gram_matrix"],
                     "dot_ms": medians["dot"],
@@ -450,16 +469,17 @@ def report(
     if crossover_rows:
         lines += [
             "",
-            "gram_matrix against XLA's dot on one [K, size] leaf (the path gram_matrix takes, read "
-            "from its compiled HLO), ms:",
+            "gram_matrix against XLA's dot per [K, size] leaf, in programs over several such "
+            "leaves (the path gram_matrix takes, read from its compiled HLO), ms per leaf:",
             "",
-            "| K | entries per objective | path | gram_matrix | XLA dot | gram_matrix / dot | "
-            "per-pair sums (YNNPACK) |",
-            "|---|---|---|---|---|---|---|",
+            "| K | entries per objective | leaves per program | path | gram_matrix | XLA dot | "
+            "gram_matrix / dot | per-pair sums (YNNPACK) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in crossover_rows:
             lines.append(
-                f"| {r['K']} | {r['size']} | {r['path']} | {r['gram_matrix_ms']:.3f} | "
+                f"| {r['K']} | {r['size']} | {r['leaves']} | {r['path']} | "
+                f"{r['gram_matrix_ms']:.3f} | "
                 f"{r['dot_ms']:.3f} | {r['ratio']:.2f} | {r['per_pair_ms']:.3f} |"
             )
     return "\n".join(lines)
@@ -492,6 +512,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="entries per objective of single leaves timed against XLA's dot, e.g. "
         "16384,32768,65536,262144,1048576 (default: skip)",
     )
+    parser.add_argument(
+        "--crossover-only", action="store_true", help="run the --crossover-sizes phase alone"
+    )
     parser.add_argument("--out", default=None, help="write raw numbers to this JSON file")
     args = parser.parse_args(argv)
     ks = [int(x) for x in args.ks.split(",")]
@@ -519,21 +542,23 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[{time.strftime('%H:%M:%S')}] {name} done", flush=True)
         return rows
 
-    update_rows = phase("updates", bench_updates(ks, sizes, dtype, repeats))
-    solver_rows = phase(
-        "solver",
-        bench_solver(
-            range(2, 9) if not args.quick else [2, 3],
-            args.solver_batch if not args.quick else 16,
-            repeats,
-        ),
-    )
-    peer_row = phase("peer", bench_peer(4, sizes[min(1, len(sizes) - 1)], max(3, repeats // 3)))
-    peer_ks = [int(x) for x in args.peer_ks.split(",")] if not args.quick else [2]
-    big_size = int(float(args.big_leaf)) if not args.quick else 10**6
-    big_rows = phase("big_leaf", bench_big_leaf(peer_ks, big_size, repeats) if big_size else [])
-    torchjd_rows = phase("torchjd", bench_torchjd(peer_ks, sizes, max(3, repeats // 2)))
     crossover_sizes = [int(float(x)) for x in args.crossover_sizes.split(",") if x.strip()]
+    update_rows, solver_rows, peer_row, big_rows, torchjd_rows = [], [], {}, [], []
+    if not args.crossover_only:
+        update_rows = phase("updates", bench_updates(ks, sizes, dtype, repeats))
+        solver_rows = phase(
+            "solver",
+            bench_solver(
+                range(2, 9) if not args.quick else [2, 3],
+                args.solver_batch if not args.quick else 16,
+                repeats,
+            ),
+        )
+        peer_row = phase("peer", bench_peer(4, sizes[min(1, len(sizes) - 1)], max(3, repeats // 3)))
+        peer_ks = [int(x) for x in args.peer_ks.split(",")] if not args.quick else [2]
+        big_size = int(float(args.big_leaf)) if not args.quick else 10**6
+        big_rows = phase("big_leaf", bench_big_leaf(peer_ks, big_size, repeats) if big_size else [])
+        torchjd_rows = phase("torchjd", bench_torchjd(peer_ks, sizes, max(3, repeats // 2)))
     crossover_rows = phase(
         "crossover", bench_gram_crossover(ks, crossover_sizes, repeats) if crossover_sizes else []
     )

@@ -78,11 +78,12 @@ def num_objectives(stacked: Any, *, argname: str = "stacked") -> int:
 
 
 # Sums of products on CPU: rows with at least this many entries are reduced in chunks (see
-# _pair_sums), from _MANY_PAIRS products on only rows of _REDUCE_MIN_SIZE_MANY entries (measured
-# crossovers on 2 cores: below them XLA's dot is as fast or faster); more than _MAX_PAIRS
-# products use XLA's dot.
-_REDUCE_MIN_SIZE = 1 << 15
-_MANY_PAIRS, _REDUCE_MIN_SIZE_MANY = 11, 1 << 18
+# _pair_sums), from _MANY_PAIRS products on only rows of _REDUCE_MIN_SIZE_MANY entries; more
+# than _MAX_PAIRS products use XLA's dot. The crossovers, measured per leaf inside programs over
+# many leaves on 2 cores (benchmarks/aggregators.py --crossover-sizes): chunks / dot at K = 4
+# 1.39 at 2^16, 0.99 at 2^17, 0.66 at 2^18; at K = 8 1.16 at 2^18, 0.61 at 2^19.
+_REDUCE_MIN_SIZE = 1 << 17
+_MANY_PAIRS, _REDUCE_MIN_SIZE_MANY = 11, 1 << 19
 _MAX_PAIRS = 36  # the Gram of K = 8
 _PASS_PAIRS = 28  # more products than this are reduced in two passes (K = 8: 26 + 10)
 _CHUNK = 256  # preferred chunk; any divisor of the leaf size in [_CHUNK_MIN, _CHUNK_MAX] works
@@ -112,9 +113,10 @@ def _pair_sums(
     rows: Sequence[jax.Array],
     pairs: Sequence[tuple[int, int]],
     by_dot: Callable[[], jax.Array],
+    arrange: Callable[[jax.Array], jax.Array] = lambda sums: sums,
 ) -> jax.Array:
-    """``[sum(rows[i] * rows[j]) for i, j in pairs]`` in float32, all products in one pass (two
-    beyond _PASS_PAIRS products).
+    """``arrange([sum(rows[i] * rows[j]) for i, j in pairs])`` in float32, all products in one
+    pass (two beyond _PASS_PAIRS products), or ``by_dot()``, which returns the same arrangement.
 
     On CPU, XLA's dot for a [K, P] x [P, K] contraction with a small K runs at a fraction of
     the machine's speed (3-7x slower than NumPy's BLAS on a 1e7-entry leaf). One variadic
@@ -123,7 +125,9 @@ def _pair_sums(
     rounding error grows like the chunk length plus the log of the chunk count, not like P (a
     single sequential reduction, tried before, lost 1e-4 at P = 1e7). Elsewhere (GPU, TPU), for
     small rows, sizes without a divisor in [_CHUNK_MIN, _CHUNK_MAX], float64 rows or more than
-    _MAX_PAIRS products, ``by_dot()`` (the same vector from XLA's dot) is used.
+    _MAX_PAIRS products, ``by_dot()`` (the same result from XLA's dot, arranged by the caller:
+    slicing the pair sums out of a dot's K x K result costs one small kernel per pair on CPU)
+    is used.
     """
     flat = [jnp.reshape(r, (-1,)) for r in rows]
     size = int(flat[0].size)
@@ -157,7 +161,7 @@ def _pair_sums(
         )
         return sums[np.argsort(np.asarray(first + rest))]
 
-    return jax.lax.platform_dependent(cpu=by_reduction, default=by_dot)
+    return jax.lax.platform_dependent(cpu=lambda: arrange(by_reduction()), default=by_dot)
 
 
 def _leaf_gram(leaf: jax.Array) -> jax.Array:
@@ -172,10 +176,9 @@ def _leaf_gram(leaf: jax.Array) -> jax.Array:
             index[i, j] = index[j, i] = n
 
         def by_dot() -> jax.Array:
-            gram = jnp.einsum("kp,lp->kl", flat, flat, **kw).astype(jnp.float32)
-            return jnp.stack([gram[i, j] for i, j in pairs])
+            return jnp.einsum("kp,lp->kl", flat, flat, **kw).astype(jnp.float32)
 
-        return _pair_sums([flat[i] for i in range(k)], pairs, by_dot)[index]
+        return _pair_sums([flat[i] for i in range(k)], pairs, by_dot, lambda sums: sums[index])
     # Several devices: contract the non-objective axes in place. Reshaping a leaf sharded on a
     # later axis (FSDP, tensor parallel) would make XLA all-gather it; this way only K x K
     # partial sums cross devices.
@@ -194,12 +197,13 @@ def gram_matrix(stacked: Any) -> jax.Array:
     tree is never ravelled: under a mesh each leaf's partial Gram is reduced by XLA, so the only
     extra communication is K x K scalars per leaf.
 
-    On CPU, leaves of at least 2^15 entries per objective (2^18 for K > 4; K <= 8) are reduced
+    On CPU, leaves of at least 2^17 entries per objective (2^19 for K > 4; K <= 8) are reduced
     in chunks of about 256 entries, every product of a chunk in one pass (two for K = 8, whose
     36 accumulators do not fit one), and the chunk sums added in a tree: faster than XLA's dot
-    there (1.2-1.4x near those sizes, 3-7x on a 1e7-entry leaf, where it takes 0.4-0.7x the time
-    of NumPy's BLAS on 2 cores, benchmarks/aggregators.py) and more accurate (a relative error
-    of about 1e-7 of :math:`\|g_i\|\|g_j\|` against 1e-6). GPUs and TPUs use the dot.
+    there (from level at those sizes to 3-6x on a 4e6-entry leaf; on a 1e7-entry leaf it takes
+    0.4-0.7x the time of NumPy's BLAS on 2 cores, benchmarks/aggregators.py) and more accurate
+    (a relative error of about 1e-7 of :math:`\|g_i\|\|g_j\|` against 1e-6). GPUs and TPUs
+    use the dot.
 
     Squared norms below float32's normal range (gradients of norm below about 1e-19) underflow
     to 0 and such objectives read as zero gradients.

@@ -24,10 +24,10 @@ def _uses_dot(tree: dict) -> bool:
 @pytest.mark.parametrize(
     ("k", "size"),
     [
-        (2, 1 << 15),  # the smallest leaf reduced in chunks for up to 4 objectives
+        (2, 1 << 17),  # the smallest leaf reduced in chunks for up to 4 objectives
         (3, 240_240),  # its closest chunk is 260, not a power of two
         (4, 1 << 20),
-        (8, 1 << 18),  # 36 products in two passes (26 + 10)
+        (8, 1 << 19),  # 36 products in two passes (26 + 10)
     ],
 )
 def test_big_leaf_is_reduced_in_chunks_to_float32_accuracy(k: int, size: int) -> None:
@@ -53,6 +53,8 @@ def test_bf16_big_leaf_accumulates_in_float32() -> None:
     ("k", "size"),
     [
         (2, 4096),  # small: XLA's dot is as fast
+        (2, (1 << 17) - 256),  # just below the chunked reduction's threshold
+        (8, 1 << 18),  # below it for more than 10 products
         (2, 1_000_003),  # prime: no chunk divides it
         (9, 1 << 17),  # 45 products: too many for one pass
     ],

@@ -36,10 +36,11 @@ def test_solver_timings_and_their_report() -> None:
 
 
 def test_gram_crossover_rows_name_the_path_and_report() -> None:
-    rows = aggregators.bench_gram_crossover([2], [1024, 1 << 15], repeats=1)
+    rows = aggregators.bench_gram_crossover([2], [1024, 1 << 17], repeats=1, entries=1 << 18)
     # On CPU (this suite) gram_matrix takes XLA's dot for small leaves and the chunked
-    # reduction from 2^15 entries per objective at K <= 4.
-    assert [(r["size"], r["path"]) for r in rows] == [(1024, "dot"), (1 << 15, "chunked")]
+    # reduction from 2^17 entries per objective at K <= 4.
+    assert [(r["size"], r["path"]) for r in rows] == [(1024, "dot"), (1 << 17, "chunked")]
+    assert [r["leaves"] for r in rows] == [64, 2]  # entries // size, at most 64
     for r in rows:
         assert r["gram_matrix_ms"] > 0 and r["dot_ms"] > 0 and r["per_pair_ms"] > 0
         assert r["ratio"] == pytest.approx(r["gram_matrix_ms"] / r["dot_ms"])
@@ -51,7 +52,7 @@ def test_gram_crossover_rows_name_the_path_and_report() -> None:
     meta = {"machine": "m", "jax": "0", "backend": "cpu", "devices": "cpu", "dtype": "float32",
             "repeats": 1, "date": "2026-12-07"}  # fmt: skip
     text = aggregators.report([], [], {}, meta, crossover_rows=rows)
-    assert "| 2 | 32768 | chunked |" in text and "| 2 | 1024 | dot |" in text
+    assert "| 2 | 131072 | 2 | chunked |" in text and "| 2 | 1024 | 64 | dot |" in text
     assert "per-pair sums (YNNPACK)" in text
 
 
