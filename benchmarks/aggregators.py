@@ -14,10 +14,12 @@ Gram matrices (K = 2..8), and one update of the path PyTorch libraries take (sta
 NumPy Gram, scipy SLSQP / minimize_scalar dual, NumPy combine, back to the device). Then one big
 leaf [K, --big-leaf] (an embedding table): the Gram pass against XLA's dot and NumPy's BLAS, and
 whole updates against TorchJD's CAGrad; and TorchJD's CAGrad against our 64-leaf updates at every
-K (--peer-ks) and P. With --crossover-sizes, gram_matrix against XLA's dot on single leaves of
-those sizes (which path it takes, read from the compiled HLO): the check of its CPU thresholds.
-The update table also gives the bytes each method must stream per second. TorchJD runs only where it imports (a separate environment with
-``pip install "torchjd[cagrad]"`` and --system-site-packages): never a dependency of raco_jax.
+K (--peer-ks) and P. With --crossover-sizes (alone with --crossover-only), gram_matrix against
+XLA's dot per leaf of those sizes, inside programs over up to 64 such leaves (which path it
+takes, read from the compiled HLO): the check of its CPU thresholds. The update table also gives
+the bytes each method must stream per second. TorchJD runs only where it imports (a separate
+environment with ``pip install "torchjd[cagrad]"`` and --system-site-packages): never a
+dependency of raco_jax.
 
 Prints a Markdown report; with --out also writes the raw numbers as JSON. Timings are never
 asserted in tests; record them in benchmarks/RESULTS.md with the machine and the date.
@@ -509,7 +511,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--crossover-sizes",
         default="",
-        help="entries per objective of single leaves timed against XLA's dot, e.g. "
+        help="entries per objective of the leaves timed against XLA's dot, e.g. "
         "16384,32768,65536,262144,1048576 (default: skip)",
     )
     parser.add_argument(

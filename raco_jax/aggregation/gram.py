@@ -79,9 +79,10 @@ def num_objectives(stacked: Any, *, argname: str = "stacked") -> int:
 
 # Sums of products on CPU: rows with at least this many entries are reduced in chunks (see
 # _pair_sums), from _MANY_PAIRS products on only rows of _REDUCE_MIN_SIZE_MANY entries; more
-# than _MAX_PAIRS products use XLA's dot. The crossovers, measured per leaf inside programs over
-# many leaves on 2 cores (benchmarks/aggregators.py --crossover-sizes): chunks / dot at K = 4
-# 1.39 at 2^16, 0.99 at 2^17, 0.66 at 2^18; at K = 8 1.16 at 2^18, 0.61 at 2^19.
+# than _MAX_PAIRS products use XLA's dot. The crossovers, measured warm per leaf inside programs
+# over many leaves on 2 cores (benchmarks/aggregators.py --crossover-sizes; RESULTS.md,
+# 2026-12-07): chunks / dot at K = 4 1.16 at 2^16, 0.77 at 2^17; at K = 8 1.25 at 2^18, 0.66
+# at 2^19.
 _REDUCE_MIN_SIZE = 1 << 17
 _MANY_PAIRS, _REDUCE_MIN_SIZE_MANY = 11, 1 << 19
 _MAX_PAIRS = 36  # the Gram of K = 8
